@@ -1,0 +1,349 @@
+"""Time one training step (forward + backward + AdamW step) of ViLT with and without the WMA loss.
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_step.py                                    # tiny config, CPU, < 1 minute
+    python benchmarks/bench_step.py --config vilt-b32 --batch 64 --dtype bf16 --out benchmarks/results/step-h100-bf16.json
+    python benchmarks/bench_step.py --config vilt-b32 --batch 64 --dtype bf16 --compile
+
+Four measurements at one shape: two implementations of the same model (same random weights)
+x two losses.
+
+- ``transformers``: transformers' ``ViltModel`` (random patch order via ``visual_embed``, its
+  own attention) + the task head of :class:`wma_core.model.TaskHead`; for WMA its output is
+  split into text tokens (CLS and [SEP] dropped) and image tokens (CLS dropped).
+- ``ours``: :class:`wma_core.model.WMAClassifier` over ``load_vilt(..., patch_order="raster",
+  attn="sdpa")`` (the fast path).
+- ``baseline``: binary cross-entropy only; ``wma``: + :class:`wma_core.losses.WMARegulariser`
+  (alpha = beta = 1, D0 calibrated once on the batch before timing) over
+  :func:`wma_core.losses.pair_distances` (cosine cost, IPOT 50 iterations; the fused Triton
+  kernel on CUDA unless ``--ot-backend eager``).
+
+``--config vilt-b32`` is ``ViltConfig()`` (hidden 768, 12 layers, 12 heads, patch 32, text 40)
+with random weights; ``tiny`` is :data:`wma_core.model.TINY_CONFIG` (hidden 128, 4 layers,
+patch 16). Square ``--image`` pixels give ``(image / patch)^2`` patches (384 at patch 32: 144).
+Prints one JSON object: median ms per step, samples/s, peak CUDA memory, model FLOPs per step
+(``6 x non-embedding parameters x batch x tokens``: the usual dense estimate, attention scores
+and the OT solve not counted), MFU against the peak named in the output (H100/H200 SXM bf16
+dense 989 TFLOP/s; fp32 67 TFLOP/s, since PyTorch runs fp32 matmuls without TF32 by default;
+none on CPU), and the ratios WMA / baseline and ours / transformers (time ratios: < 1 is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from transformers import ViltConfig  # noqa: E402
+
+from bench_ipot import machine  # noqa: E402
+from wma_core import ot_fused  # noqa: E402
+from wma_core.losses import WMAConfig, WMARegulariser, modality_pairs, pair_distances  # noqa: E402
+from wma_core.model import TINY_CONFIG, TaskHead, WMAClassifier, load_vilt, normalise_pixels  # noqa: E402
+
+#: Dense peak TFLOP/s by (GPU name fragment, dtype); vendor datasheet numbers, SXM parts.
+PEAK_TFLOPS = [
+    ("H100 PCIe", {"bf16": 756.0, "fp32": 51.0}),
+    ("H100", {"bf16": 989.4, "fp32": 66.9}),
+    ("H200", {"bf16": 989.4, "fp32": 66.9}),
+    ("A100", {"bf16": 312.0, "fp32": 19.5}),
+]
+
+
+def config_overrides(name: str) -> dict:
+    if name == "tiny":
+        return {}
+    if name == "vilt-b32":
+        base = ViltConfig()
+        return {k: getattr(base, k) for k in TINY_CONFIG}  # every field tiny changes, back to ViltConfig()
+    raise ValueError(f"--config must be tiny or vilt-b32, got {name!r}")
+
+
+class HFClassifier(nn.Module):
+    """transformers' ViltModel + TaskHead, with the per-modality token split WMA needs."""
+
+    def __init__(self, vilt, n_out: int = 1):
+        super().__init__()
+        self.vilt = vilt
+        self.head = TaskHead(vilt.config.hidden_size, n_out, vilt.config.initializer_range)
+        self.modalities = ("text", "image")
+
+    def forward(self, batch: dict):
+        ids, am = batch["input_ids"], batch["attention_mask"]
+        pix = normalise_pixels(batch["pixel_values"], self.vilt.embeddings.patch_embeddings.projection.weight.dtype)
+        out = self.vilt(input_ids=ids, attention_mask=am, pixel_values=pix, pixel_mask=batch["pixel_mask"])
+        h = out.last_hidden_state  # [B, Lt + 1 + Li, hidden]
+        Lt = ids.shape[1]
+        tm = am[:, 1:].bool().clone()  # text tokens without CLS
+        last = am.sum(1) - 2  # [SEP] position among them
+        rows = torch.nonzero(last >= 0).squeeze(1)
+        tm[rows, last[rows]] = False
+        img = h[:, Lt + 1 :]
+        # full pixel masks and max_image_length = -1: every patch is kept, so all image tokens are valid
+        split = SimpleNamespace(
+            tokens={"text": h[:, 1:Lt], "image": img},
+            token_masks={"text": tm, "image": torch.ones(img.shape[:2], dtype=torch.bool, device=h.device)},
+        )
+        return self.head(out.pooler_output), split
+
+
+def make_batch(cfg: dict, batch: int, image: int, text_len: int, device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    vocab = cfg["vocab_size"]
+    lengths = torch.randint(max(3, text_len // 2), text_len + 1, (batch,), generator=g)
+    am = (torch.arange(text_len)[None, :] < lengths[:, None]).long()
+    ids = torch.randint(1, vocab, (batch, text_len), generator=g) * am
+    b = {
+        "ids": torch.arange(batch),
+        "labels": torch.randint(0, 2, (batch,), generator=g).float(),
+        "input_ids": ids,
+        "attention_mask": am,
+        "pixel_values": torch.randint(0, 256, (batch, 3, image, image), generator=g, dtype=torch.uint8),
+        "pixel_mask": torch.ones(batch, image, image, dtype=torch.long),
+    }
+    return {k: v.to(device) for k, v in b.items()}
+
+
+def non_embedding_params(model: nn.Module) -> int:
+    skip = set()
+    for mod in model.modules():
+        if isinstance(mod, nn.Embedding):
+            skip.update(id(p) for p in mod.parameters())
+    for name, p in model.named_parameters():
+        if name.endswith("position_embeddings") or name.endswith("cls_token") or name.endswith(".pos") or name.endswith(".cls"):
+            skip.add(id(p))
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def peak_tflops(device, dtype: str):
+    if device.type != "cuda":
+        return None, None
+    name = torch.cuda.get_device_name(device)
+    for frag, peaks in PEAK_TFLOPS:
+        if frag in name:
+            return peaks[dtype], f"{frag} {dtype} dense {peaks[dtype]} TFLOP/s (datasheet)"
+    return None, None
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def prepare(model, use_wma, args, device, autocast_ctx):
+    """Optimizer, (calibrated) regulariser and a ``step()`` closure for one measurement."""
+    model.train()
+    pairs = modality_pairs(model.modalities)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01)
+    reg = None
+    if use_wma:
+        reg = WMARegulariser(WMAConfig(alpha=1.0, beta=1.0, iters=args.ot_iters), pairs)
+        with torch.no_grad(), autocast_ctx():
+            _, out0 = model(args.batch_dict)
+            reg.calibrate(pair_distances(out0, pairs, iters=args.ot_iters))
+    fn = torch.compile(model) if args.compile else model
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast_ctx():
+            logits, out = fn(args.batch_dict)
+            loss = F.binary_cross_entropy_with_logits(logits[:, 0].float(), args.batch_dict["labels"])
+            if use_wma:
+                r, _ = reg(pair_distances(out, pairs, iters=args.ot_iters))
+                loss = loss + r
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step, ({"d0": reg.d0} if use_wma else {})
+
+
+def time_steps(steps: dict, args, device, interleave: bool) -> dict:
+    """Per key: first-step seconds, then median/min/max ms over ``args.repeats`` steps after
+    ``args.warmup``. ``interleave``: round robin over the keys (CPU: shared-machine load then
+    hits all alike); else one key after the other, with CUDA peak memory per key."""
+    res = {k: {"times": []} for k in steps}
+    for k, step in steps.items():
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        res[k]["first_step_s"] = time.perf_counter() - t0
+        for _ in range(args.warmup):
+            step()
+        sync(device)
+
+    def one(k):
+        sync(device)
+        t0 = time.perf_counter()
+        loss = steps[k]()
+        sync(device)
+        res[k]["times"].append((time.perf_counter() - t0) * 1e3)
+        res[k]["loss"] = float(loss.detach())
+
+    if interleave:
+        for _ in range(args.repeats):
+            for k in steps:
+                one(k)
+    else:
+        for k in steps:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(args.repeats):
+                one(k)
+            if device.type == "cuda":
+                res[k]["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    for k, r in res.items():
+        t = r.pop("times")
+        r.update(ms=statistics.median(t), ms_min=min(t), ms_max=max(t), repeats=len(t),
+                 samples_per_s=args.batch / (statistics.median(t) / 1e3))
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="tiny", choices=["tiny", "vilt-b32"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--image", type=int, default=None, help="square image side (default: the config's image_size: 64 tiny, 384 vilt-b32)")
+    p.add_argument("--text-len", type=int, default=40)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast (CUDA; CPU autocast elsewhere)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (not the optimizer)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--impl", nargs="*", default=["transformers", "ours"], choices=["transformers", "ours"])
+    p.add_argument("--losses", nargs="*", default=["baseline", "wma"], choices=["baseline", "wma"])
+    p.add_argument("--ot-backend", default="auto", choices=["auto", "eager"], help="eager sets WMA_DISABLE_TRITON=1")
+    p.add_argument("--ot-iters", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=None, help="default 3 (+5 with --compile)")
+    p.add_argument("--repeats", type=int, default=None, help="default 20 on GPU, 5 on CPU")
+    p.add_argument("--peak-tflops", type=float, default=None, help="override the peak used for MFU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
+                   help="round robin over the measurements (default: on for CPU, off for CUDA, which reports peak memory per measurement)")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+
+    if args.ot_backend == "eager":
+        os.environ["WMA_DISABLE_TRITON"] = "1"
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          (args.device if args.device != "auto" else "cpu"))
+    gpu = device.type == "cuda"
+    args.warmup = args.warmup if args.warmup is not None else 3 + (5 if args.compile else 0)
+    args.repeats = args.repeats if args.repeats is not None else (20 if gpu else 5)
+    overrides = config_overrides(args.config)
+    cfg = {**TINY_CONFIG, **overrides}
+    image = args.image or cfg["image_size"]
+    if args.text_len > cfg["max_position_embeddings"]:
+        raise SystemExit(f"--text-len {args.text_len} > max_position_embeddings {cfg['max_position_embeddings']}")
+    patches = (image // cfg["patch_size"]) ** 2
+    tokens = args.text_len + 1 + patches
+
+    backbone = load_vilt("tiny", patch_order="raster", attn="sdpa", init_seed=args.seed, **overrides)
+    hf_vilt = copy.deepcopy(backbone.vilt)  # the same random weights
+    models = {}
+    torch.manual_seed(args.seed)
+    if "ours" in args.impl:
+        models["ours"] = WMAClassifier(backbone, 1).to(device)
+    if "transformers" in args.impl:
+        models["transformers"] = HFClassifier(hf_vilt, 1).to(device)
+    batch = make_batch(cfg, args.batch, image, args.text_len, device, seed=args.seed)
+    args.batch_dict = batch
+
+    bf16 = args.dtype == "bf16"
+
+    def autocast_ctx():
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+    some_model = next(iter(models.values()))
+    n_params = non_embedding_params(some_model)
+    flops = 6 * n_params * args.batch * tokens
+    peak, peak_note = peak_tflops(device, args.dtype)
+    if args.peak_tflops:
+        peak, peak_note = args.peak_tflops, f"--peak-tflops {args.peak_tflops}"
+    probe = torch.zeros(1, args.text_len, patches, device=device)
+    res = {
+        "benchmark": "train_step",
+        "machine": machine(),
+        "device": str(device),
+        "measured_on": "gpu" if gpu else "cpu",
+        "config": args.config,
+        "model": {k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")},
+        "shape": {"batch": args.batch, "image": image, "patches": patches, "text_len": args.text_len, "tokens": tokens},
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "ot": {"iters": args.ot_iters, "backend": "triton" if ot_fused.available(probe) else "eager"},
+        "timing": {"warmup": args.warmup, "repeats": args.repeats, "clock": "time.perf_counter + synchronize" if gpu else "time.perf_counter"},
+        "non_embedding_params": n_params,
+        "model_flops_per_step": flops,
+        "flops_formula": "6 x non-embedding params x batch x tokens (attention scores and OT not counted)",
+        "peak_tflops": peak,
+        "peak_note": peak_note or "no peak known for this device: MFU not reported",
+        "results": {},
+    }
+    steps, extra = {}, {}
+    for impl, model in models.items():
+        for loss in args.losses:
+            key = f"{impl}/{loss}"
+            try:
+                steps[key], extra[key] = prepare(model, loss == "wma", args, device, autocast_ctx)
+            except Exception as err:  # noqa: BLE001 - report and go on
+                res["results"][key] = {"error": f"{type(err).__name__}: {err}"[:2000],
+                                       "traceback_tail": traceback.format_exc()[-1500:]}
+    interleave = args.interleave if args.interleave is not None else not gpu
+    res["timing"]["interleaved"] = interleave
+    try:
+        timed = time_steps(steps, args, device, interleave)
+    except Exception as err:  # noqa: BLE001 - one failing step (e.g. under --compile): time them one by one
+        timed = {}
+        for key, step in steps.items():
+            try:
+                timed.update(time_steps({key: step}, args, device, False))
+            except Exception as err2:  # noqa: BLE001
+                timed[key] = {"error": f"{type(err2).__name__}: {err2}"[:2000],
+                              "traceback_tail": traceback.format_exc()[-1500:]}
+        res["timing"]["note"] = f"timed one by one after {type(err).__name__}"
+    for key, r in timed.items():
+        if "ms" in r:
+            r["model_tflops_per_s"] = flops / (r["ms"] / 1e3) / 1e12
+            r["mfu"] = r["model_tflops_per_s"] / peak if peak else None
+            r.update(extra.get(key, {}))
+            print(f"# {key}: {r['ms']:.1f} ms/step (min {r['ms_min']:.1f})", file=sys.stderr)
+        res["results"][key] = r
+
+    if hasattr(os, "getloadavg"):
+        res["machine"]["loadavg_1_5_15_end"] = [round(x, 2) for x in os.getloadavg()]
+    R = res["results"]
+
+    def ratio(a, b, field="ms"):
+        return R[a][field] / R[b][field] if field in R.get(a, {}) and field in R.get(b, {}) else None
+
+    for field, suffix in (("ms", ""), ("ms_min", "_min")):
+        res["wma_over_baseline_time" + suffix] = {impl: ratio(f"{impl}/wma", f"{impl}/baseline", field) for impl in models}
+        res["ours_over_transformers_time" + suffix] = {
+            loss: ratio(f"ours/{loss}", f"transformers/{loss}", field) for loss in args.losses}
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""MM-IMDb raw layouts -> records.
+
+Two layouts are read:
+- the official archive: RAW/split.json ({"train": [ids], "dev": [ids], "test": [ids]}) and
+  RAW/dataset/<id>.jpeg + RAW/dataset/<id>.json;
+- the layout of the missing-aware-prompts code (YiLunLee/missing_aware_prompts, DATA.md):
+  RAW/images/<id>.jpeg, RAW/labels/<id>.json and RAW/split.json.
+Each <id>.json has "plot" (a list of strings) and "genres" (a list of strings); the many other keys
+of the real files are ignored.
+
+Plot policy: a movie may have several plots; we take the longest (most characters; the first of
+equal-length ones). Labels: multi-hot over `genres` (default: the 23 genres kept by every public
+code base). A genre outside that set is dropped from the movie and counted under
+"unknown genre <name>" in the manifest's "dropped_genres" (an error with --strict); a movie with no
+known genre left is skipped ("no known genre"). A missing or unreadable json, or one without a plot
+or genre list, is a counted skip; a missing split.json or split key is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..checksums import sha256_bytes, sha256_file
+from ..config import SPLITS
+from ..issues import DataError, SkipLog
+from .records import ImageTextRaw, ImageTextRecord
+
+PLOT_POLICY = "longest plot of the 'plot' list (most characters; the first of equal-length ones)"
+
+
+def detect_layout(raw: Path) -> tuple[str, str, str]:
+    """-> (layout name, image folder, metadata folder), relative to raw."""
+    if (raw / "dataset").is_dir():
+        return "archive", "dataset", "dataset"
+    if (raw / "images").is_dir() and (raw / "labels").is_dir():
+        return "images+labels", "images", "labels"
+    raise DataError(
+        f"{raw}: not an MM-IMDb folder; expected split.json with dataset/<id>.jpeg|json "
+        f"(official archive) or images/<id>.jpeg + labels/<id>.json"
+    )
+
+
+def longest_plot(plots) -> str | None:
+    """The longest non-empty string of `plots` (a list, or a single string), else None."""
+    if isinstance(plots, str):
+        plots = [plots]
+    if not isinstance(plots, list):
+        return None
+    texts = [p for p in plots if isinstance(p, str) and p.strip()]
+    return max(texts, key=len) if texts else None  # max keeps the first of equal lengths
+
+
+def read_split_json(raw: Path) -> dict[str, list[str]]:
+    path = raw / "split.json"
+    if not path.is_file():
+        raise DataError(f"{raw}: no split.json")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"split.json: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise DataError("split.json: expected an object with keys 'train', 'dev', 'test'")
+    for split in SPLITS:
+        if not isinstance(obj.get(split), list):
+            raise DataError(f"split.json: no id list under {split!r} (keys: {sorted(obj)})")
+    return {split: [str(i) for i in obj[split]] for split in SPLITS}
+
+
+def read_mmimdb(raw: str | Path, log: SkipLog, genres: tuple[str, ...], genre_log: SkipLog) -> ImageTextRaw:
+    """genre_log counts genres dropped from kept movies (manifest "dropped_genres")."""
+    raw = Path(raw)
+    layout, image_dir, meta_dir = detect_layout(raw)
+    split_ids = read_split_json(raw)
+    index = {g: k for k, g in enumerate(genres)}
+    splits, raw_counts, meta_digests = {}, {}, {}
+    for split in SPLITS:
+        records = []
+        for movie_id in split_ids[split]:
+            rel = f"{meta_dir}/{movie_id}.json"
+            where = f"{rel} (id {movie_id})"
+            try:
+                data = (raw / rel).read_bytes()
+            except OSError:
+                log.skip(split, "missing metadata", where)
+                continue
+            meta_digests[rel] = sha256_bytes(data)
+            try:
+                meta = json.loads(data.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                log.skip(split, "malformed json", f"{where} ({e})")
+                continue
+            if not isinstance(meta, dict):
+                log.skip(split, "malformed json", f"{where} (not an object)")
+                continue
+            plot = longest_plot(meta.get("plot"))
+            if plot is None:
+                log.skip(split, "no plot", where)
+                continue
+            movie_genres = meta.get("genres")
+            if not isinstance(movie_genres, list) or not all(isinstance(g, str) for g in movie_genres):
+                log.skip(split, "no genre list", where)
+                continue
+            label = np.zeros(len(genres), np.float32)
+            for g in dict.fromkeys(movie_genres):
+                if g in index:
+                    label[index[g]] = 1.0
+                else:
+                    genre_log.skip(split, f"unknown genre {g}", where)
+            if not label.any():
+                log.skip(split, "no known genre", where)
+                continue
+            records.append(ImageTextRecord(
+                raw_id=movie_id, image=raw / image_dir / f"{movie_id}.jpeg", text=plot, label=label, where=where,
+            ))
+        splits[split], raw_counts[split] = records, len(split_ids[split])
+    extra = {"layout": layout, "plot_policy": PLOT_POLICY}
+    return ImageTextRaw(
+        splits=splits, raw_counts=raw_counts, image_root=image_dir,
+        sources={"split.json": sha256_file(raw / "split.json")}, meta_digests=meta_digests, extra=extra,
+    )

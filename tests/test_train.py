@@ -1,0 +1,165 @@
+"""End-to-end training on a small twin generated inside the test: WMA pulls D toward β·D0,
+runs resume after an interruption with the same result, the same seed repeats exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.config import PrepareConfig, SynthConfig
+from data_prep.prepare import prepare
+from data_prep.synth import synthesize
+from wma_core import train as T
+from wma_core.results import ResultsStore
+
+
+@pytest.fixture(scope="module")
+def hm_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hm")
+    synthesize("hateful_memes", root / "raw", SynthConfig(n=200, seed=3))
+    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
+    return root / "prep"
+
+
+def _cfg(data_dir, **kw):
+    base = dict(
+        dataset="hateful_memes", data_dir=str(data_dir), epochs=3, batch_size=16, lr=1e-3, seed=0,
+        progress=False, device="cpu", ot_iters=30,
+    )
+    base.update(kw)
+    return T.TrainConfig(**base)
+
+
+def _final_dev_d(rec, pair="text-image"):
+    dev = [d for d in rec["d_trajectory"] if d["split"] == "dev"]
+    return dev[-1][pair]
+
+
+def test_wma_pulls_distance_toward_target(hm_dir, tmp_path):
+    beta = 1.0
+    base = T.fit(_cfg(hm_dir, alpha=0.0), tmp_path / "store")
+    wma = T.fit(_cfg(hm_dir, alpha=5.0, beta=beta), tmp_path / "store")
+    # D0 is measured before any update on the same first batch with the same initial weights
+    assert base["d0"]["text-image"] == pytest.approx(wma["d0"]["text-image"], rel=1e-6)
+    target = beta * wma["d0"]["text-image"]
+    gap_base = abs(_final_dev_d(base) - target)
+    gap_wma = abs(_final_dev_d(wma) - target)
+    print(f"D0={target:.4f} final dev D: baseline {_final_dev_d(base):.4f}, wma {_final_dev_d(wma):.4f}")
+    assert gap_wma < 0.5 * gap_base
+    # the record carries what the book reads
+    for rec in (base, wma):
+        assert set(rec["metrics"]) == {"normal", "text_noise", "image_noise", "text_missing", "image_missing"}
+        assert rec["config"]["method"] == ("baseline" if rec is base else "wma")
+        assert len(rec["history"]) == rec["epochs_run"] == 3
+        n_test = len(rec["distances"]["normal"]["text-image"])
+        assert n_test == _n_split(hm_dir, "test")
+        assert all(np.isfinite(v) for m in rec["metrics"].values() for v in m.values())
+    assert wma["history"][0]["reg_loss"] > 0 and base["history"][0]["reg_loss"] == 0
+
+
+def _n_split(data_dir, split):
+    from data_prep.dataset import read_manifest
+
+    return read_manifest(data_dir)["splits"][split]
+
+
+def test_store_reuses_finished_run(hm_dir, tmp_path, monkeypatch):
+    cfg = _cfg(hm_dir, epochs=1)
+    rec = T.fit(cfg, tmp_path / "s")
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(T, "_fit_locked", boom)
+    assert T.fit(cfg, tmp_path / "s") == rec
+    # a changed hyper-parameter is another run
+    with pytest.raises(AssertionError, match="must not train"):
+        T.fit(dataclasses.replace(cfg, lr=5e-4), tmp_path / "s")
+
+
+def test_interrupted_run_resumes_to_the_same_result(hm_dir, tmp_path, monkeypatch):
+    cfg = _cfg(hm_dir, alpha=1.0, beta=2.0, epochs=3)
+    full = T.fit(cfg, tmp_path / "full")
+
+    real_eval = T.evaluate
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the dev evaluation closing epoch 2
+            raise KeyboardInterrupt
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(T, "evaluate", interrupt_in_epoch_2)
+    store = ResultsStore(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, store)
+    key = T.config_key(T.run_config(cfg))
+    assert store.get(key) is None
+    ck = torch.load(store.run_dir(key) / "last.pt", weights_only=False)
+    assert ck["state"]["epoch"] == 1
+    monkeypatch.setattr(T, "evaluate", real_eval)
+    resumed = T.fit(cfg, store)
+    assert resumed["metrics"] == full["metrics"]
+    assert resumed["history"] == full["history"]
+    assert resumed["d0"] == full["d0"]
+    assert not (store.run_dir(key) / "last.pt").exists()
+
+
+def test_same_seed_same_result_and_seed_matters(hm_dir, tmp_path):
+    cfg = _cfg(hm_dir, epochs=1)
+    a = T.fit(cfg, tmp_path / "a")
+    b = T.fit(cfg, tmp_path / "b")
+    c = T.fit(dataclasses.replace(cfg, seed=1), tmp_path / "c")
+    assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
+    assert c["metrics"] != a["metrics"]
+
+
+def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
+    # dev AUROC sequence 0.6, 0.9, 0.7, 0.5, ...: best epoch 2, stop after `patience` bad epochs
+    scores = iter([0.6, 0.9, 0.7, 0.5, 0.4, 0.3, 0.2])
+    real_eval = T.evaluate
+    state = {"training": True}
+
+    def scripted(model, loader, kind, **k):
+        res = real_eval(model, loader, kind, **k)
+        if state["training"] and k.get("perturbation") is None and loader.dataset.split == "dev":
+            res["metrics"]["auroc"] = next(scores)
+        return res
+
+    saved = {}
+    real_save = T._atomic_torch_save
+
+    def spy_save(obj, path):
+        if path.name == "best.pt":
+            saved["best"] = {k: v.clone() for k, v in obj.items()}
+        real_save(obj, path)
+
+    monkeypatch.setattr(T, "evaluate", scripted)
+    monkeypatch.setattr(T, "_atomic_torch_save", spy_save)
+    rec = T.fit(_cfg(hm_dir, epochs=7, patience=2, keep_best=True), tmp_path / "s")
+    assert rec["best_epoch"] == 2
+    assert rec["epochs_run"] == 4  # epochs 3 and 4 did not improve: stop
+    assert [h["dev_auroc"] for h in rec["history"]] == [0.6, 0.9, 0.7, 0.5]
+    best = torch.load(ResultsStore(tmp_path / "s").run_dir(rec["key"]) / "best.pt", weights_only=True)
+    assert all(torch.equal(best[k], saved["best"][k]) for k in best)
+
+
+def test_schedule_and_weight_decay_groups():
+    f = T.warmup_linear(100, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5) and f(100) == 0.0
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    decay, no_decay = T.param_groups(model, 0.01)
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
+
+
+def test_config_mismatch_is_a_clear_error(hm_dir, tmp_path):
+    with pytest.raises(ValueError, match="holds 'hateful_memes'"):
+        T.fit(_cfg(hm_dir, dataset="mmimdb"), tmp_path / "s")
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        T.fit(_cfg(tmp_path / "nowhere"), tmp_path / "s")

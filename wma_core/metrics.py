@@ -1,0 +1,75 @@
+"""Task metrics: thin wrappers over scikit-learn.
+
+- binary (Hateful Memes, UR-FUNNY): AUROC (headline), accuracy at 0.5.
+- multi-label (MM-IMDb): F1 macro (headline), micro, samples, weighted at threshold 0.5.
+- regression (MOSEI): MAE (headline, lower is better), Pearson correlation, binary
+  accuracy of the sentiment sign (non-negative vs negative, MOSEI's Acc-2).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score
+
+HEADLINE = {"binary": "auroc", "multilabel": "f1_macro", "regression": "mae"}
+GREATER_IS_BETTER = {"auroc": True, "f1_macro": True, "mae": False}
+
+
+def headline_metric(kind: str) -> str:
+    if kind not in HEADLINE:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(HEADLINE)}")
+    return HEADLINE[kind]
+
+
+def is_better(metric: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` improves on ``old`` for ``metric`` (NaN never improves)."""
+    if new != new:  # NaN
+        return False
+    if old is None or old != old:
+        return True
+    return new > old if GREATER_IS_BETTER.get(metric, True) else new < old
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def compute_metrics(kind: str, y_true: np.ndarray, output: np.ndarray) -> dict:
+    """Metrics of one evaluation.
+
+    Args:
+        kind: ``"binary"``, ``"multilabel"`` or ``"regression"``.
+        y_true: ``[N]`` (binary 0/1, regression) or ``[N, C]`` (multi-label 0/1).
+        output: the model's raw output: logits ``[N]``/``[N, 1]``/``[N, C]``, or predictions
+            ``[N]`` for regression.
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    output = np.asarray(output, dtype=np.float64)
+    if kind == "binary":
+        y = y_true.reshape(-1)
+        p = _sigmoid(output.reshape(-1))
+        if len(np.unique(y)) < 2:
+            warnings.warn("AUROC is undefined when only one class is present; reported as NaN")
+            auroc = float("nan")
+        else:
+            auroc = float(roc_auc_score(y, p))
+        return {"auroc": auroc, "accuracy": float(accuracy_score(y, p >= 0.5))}
+    if kind == "multilabel":
+        pred = (_sigmoid(output) >= 0.5).astype(int)
+        y = y_true.astype(int)
+        return {
+            f"f1_{avg}": float(f1_score(y, pred, average=avg, zero_division=0))
+            for avg in ("macro", "micro", "samples", "weighted")
+        }
+    if kind == "regression":
+        y = y_true.reshape(-1)
+        p = output.reshape(-1)
+        corr = float(np.corrcoef(y, p)[0, 1]) if np.std(y) > 0 and np.std(p) > 0 else float("nan")
+        return {
+            "mae": float(mean_absolute_error(y, p)),
+            "corr": corr,
+            "acc2": float(accuracy_score(y >= 0, p >= 0)),
+        }
+    raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(HEADLINE)}")

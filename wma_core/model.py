@@ -1,0 +1,412 @@
+"""The ViLT wrapper: image+text and feature-sequence modalities, per-modality output tokens.
+
+Built on transformers' ViLT modules (``ViltModel``'s embeddings, encoder layers, final norm
+and pooler), so the weights of ``dandelin/vilt-b32-mlm`` load unchanged. What it adds:
+
+- the perturbation hook of :mod:`wma_core.perturb`, applied to each modality's embedding
+  features before the modality-type embedding;
+- the split of the output sequence back into modalities (``tokens[m]``: ``[B, L_m, h]``
+  without the CLS row, ``token_masks[m]``: ``[B, L_m]`` valid tokens, text ``[SEP]`` dropped
+  as ViLT's word-patch alignment does, unless ``drop_sep=False``);
+- feature-sequence modalities (UR-FUNNY, MOSEI): each gets ``Linear(d_m, h)``, a CLS row and
+  position embeddings; the modality-type table grows to one row per modality, new rows
+  initialised from row 1 (ViLT's NLVR2 recipe);
+- image patches in raster order by default (``patch_order="raster"``), one interpolation of
+  the position embeddings per distinct image size rather than per sample, uint8 pixels
+  normalised on the device (mean = std = 0.5, ViLT's processor); ``patch_order="hf"`` calls
+  transformers' own ``visual_embed`` (random patch order, consumes the global RNG);
+- optional SDPA attention (``attn="sdpa"``) using the same layer weights.
+
+With nothing perturbed, ``last_hidden_state`` equals ``ViltModel``'s for the same weights:
+token for token on the text side, as a set on the image side (raster vs random order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import ViltConfig, ViltModel
+
+from . import perturb as P
+
+PIXEL_MEAN = 0.5  # ViltImageProcessor's image_mean / image_std (all channels)
+PIXEL_STD = 0.5
+
+#: The embedded default: a tiny randomly initialised ViLT that trains on 2 CPU cores.
+TINY_CONFIG = dict(
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    intermediate_size=512,
+    image_size=64,
+    patch_size=16,
+    max_position_embeddings=40,
+    vocab_size=2000,
+    max_image_length=-1,
+)
+
+
+@dataclass
+class WMAOutput:
+    """Backbone output.
+
+    Attributes:
+        last_hidden_state: ``[B, L, h]`` after the final LayerNorm.
+        attention_mask: ``[B, L]`` long, 1 on real tokens.
+        pooler_output: ``[B, h]`` ViLT's pooler (dense + tanh on token 0).
+        tokens: ``{m: [B, L_m, h]}`` output tokens of modality m without its CLS row.
+        token_masks: ``{m: [B, L_m]}`` bool, valid tokens (padding and, by default, text [SEP] off).
+        cls: ``{m: [B, h]}`` the output at each modality's CLS row.
+    """
+
+    last_hidden_state: torch.Tensor
+    attention_mask: torch.Tensor
+    pooler_output: torch.Tensor
+    tokens: dict = field(default_factory=dict)
+    token_masks: dict = field(default_factory=dict)
+    cls: dict = field(default_factory=dict)
+
+
+def normalise_pixels(pixel_values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` in 0..255 -> ``(x / 255 - mean) / std``; float input passes through."""
+    if pixel_values.dtype == torch.uint8:
+        return ((pixel_values.to(dtype) / 255.0) - PIXEL_MEAN) / PIXEL_STD
+    return pixel_values.to(dtype)
+
+
+class FeatureEmbedding(nn.Module):
+    """``Linear(d, h)`` + CLS row + learned positions for one feature-sequence modality."""
+
+    def __init__(self, dim: int, hidden: int, max_len: int, init_std: float = 0.02):
+        super().__init__()
+        self.proj = nn.Linear(dim, hidden)
+        self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
+        self.pos = nn.Parameter(torch.randn(1, max_len + 1, hidden) * init_std)
+        nn.init.normal_(self.proj.weight, std=init_std)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, d]`` -> ``[B, 1 + T, h]`` (CLS row first)."""
+        B, T, _ = x.shape
+        if T + 1 > self.pos.shape[1]:
+            raise ValueError(f"feature sequence of length {T} exceeds max_len {self.pos.shape[1] - 1}")
+        e = self.proj(x.to(self.proj.weight.dtype))
+        e = torch.cat([self.cls.expand(B, -1, -1), e], dim=1)
+        return e + self.pos[:, : T + 1]
+
+
+class WMAVilt(nn.Module):
+    """ViLT backbone with perturbation hooks and per-modality token split.
+
+    Args:
+        vilt: a transformers ``ViltModel`` (its weights are used as they are).
+        feature_dims: ``{name: d}`` for feature-sequence modalities, in order (e.g.
+            ``{"text": 300, "video": 35, "audio": 74}``); ``None`` for image+text.
+        feature_len: the longest feature sequence (time steps).
+        patch_order: ``"raster"`` (default) or ``"hf"`` (transformers' random order).
+        drop_sep: drop the text ``[SEP]`` token from ``tokens["text"]`` (ViLT's WPA does).
+        attn: ``"eager"`` (transformers' layers as they are) or ``"sdpa"``.
+    """
+
+    def __init__(
+        self,
+        vilt: ViltModel,
+        feature_dims: dict | None = None,
+        feature_len: int = 50,
+        patch_order: str = "raster",
+        drop_sep: bool = True,
+        attn: str = "eager",
+    ):
+        super().__init__()
+        if patch_order not in ("raster", "hf"):
+            raise ValueError(f"patch_order must be 'raster' or 'hf', got {patch_order!r}")
+        if attn not in ("eager", "sdpa"):
+            raise ValueError(f"attn must be 'eager' or 'sdpa', got {attn!r}")
+        if vilt.pooler is None:
+            raise ValueError("the ViltModel needs its pooler (add_pooling_layer=True)")
+        self.vilt = vilt
+        self.config: ViltConfig = vilt.config
+        self.patch_order = patch_order
+        self.drop_sep = drop_sep
+        self.attn = attn
+        self.feature_dims = dict(feature_dims or {})
+        h = self.config.hidden_size
+        if self.feature_dims:
+            self.features = nn.ModuleDict(
+                {m: FeatureEmbedding(d, h, feature_len, self.config.initializer_range) for m, d in self.feature_dims.items()}
+            )
+            self._grow_modality_types(len(self.feature_dims))
+            self.modalities = tuple(self.feature_dims)
+        else:
+            self.features = None
+            self.modalities = ("text", "image")
+
+    # -- construction helpers -------------------------------------------------------------
+    def _grow_modality_types(self, n: int) -> None:
+        old = self.vilt.embeddings.token_type_embeddings
+        if old.num_embeddings >= n:
+            return
+        new = nn.Embedding(n, old.embedding_dim).to(old.weight.device, old.weight.dtype)
+        with torch.no_grad():
+            new.weight[: old.num_embeddings] = old.weight
+            new.weight[old.num_embeddings :] = old.weight[1]
+        self.vilt.embeddings.token_type_embeddings = new
+        self.config.modality_type_vocab_size = n
+
+    # -- embeddings --------------------------------------------------------------------------
+    def _type_embed(self, x: torch.Tensor, type_id: int) -> torch.Tensor:
+        table = self.vilt.embeddings.token_type_embeddings
+        return x + table.weight[type_id].to(x.dtype)
+
+    def _visual_embed_raster(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
+        """Patch tokens in raster order.
+
+        Returns ``emb [B, 1 + gh*gw, h]`` (CLS row first, patch + position, before the modality
+        type), ``mask [B, 1 + gh*gw]`` long, ``canon [B, gh*gw]`` (row * w_i + col, -1 on pads).
+        """
+        emb_mod = self.vilt.embeddings
+        cfg = self.config
+        x = emb_mod.patch_embeddings(pixel_values)  # [B, h, gh, gw]
+        B, hdim, gh, gw = x.shape
+        xm = F.interpolate(pixel_mask[:, None].float(), size=(gh, gw)).long()[:, 0]  # [B, gh, gw]
+        x_h = xm.sum(dim=1)[:, 0]  # [B] valid patch rows (ViLT's rule)
+        x_w = xm.sum(dim=2)[:, 0]  # [B] valid patch columns
+        n_valid = x_h * x_w
+        if cfg.max_image_length is not None and cfg.max_image_length > 0 and int(n_valid.max()) > cfg.max_image_length:
+            raise ValueError(
+                f"max_image_length={cfg.max_image_length} keeps a random subset of patches; "
+                "use patch_order='hf' for that configuration"
+            )
+        side = cfg.image_size // cfg.patch_size
+        spatial = emb_mod.position_embeddings[:, 1:, :].transpose(1, 2).reshape(1, hdim, side, side)
+        pos = x.new_zeros(B, hdim, gh, gw)
+        sizes = torch.stack([x_h, x_w], dim=1)  # [B, 2]
+        for hw in torch.unique(sizes, dim=0).tolist():  # one interpolation per distinct size
+            hh, ww = hw
+            if hh == 0 or ww == 0:
+                continue
+            rows = (sizes == sizes.new_tensor(hw)).all(dim=1)
+            grid = F.interpolate(spatial, size=(hh, ww), mode="bilinear", align_corners=True)
+            pos[rows, :, :hh, :ww] = grid.to(pos.dtype)
+        valid = (torch.arange(gh, device=x.device)[None, :, None] < x_h[:, None, None]) & (
+            torch.arange(gw, device=x.device)[None, None, :] < x_w[:, None, None]
+        )  # [B, gh, gw]
+        canon = torch.arange(gh, device=x.device)[None, :, None] * x_w[:, None, None] + torch.arange(
+            gw, device=x.device
+        )[None, None, :]
+        canon = torch.where(valid, canon, torch.full_like(canon, -1)).flatten(1)  # [B, gh*gw]
+        patches = (x + pos).flatten(2).transpose(1, 2)  # [B, gh*gw, h]
+        cls = (emb_mod.cls_token + emb_mod.position_embeddings[:, :1]).expand(B, -1, -1).to(patches.dtype)
+        emb = emb_mod.dropout(torch.cat([cls, patches], dim=1))
+        mask = torch.cat([torch.ones(B, 1, dtype=torch.long, device=x.device), valid.flatten(1).long()], dim=1)
+        return emb, mask, canon
+
+    def _visual_embed_hf(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
+        """transformers' ``visual_embed`` (random patch order); same outputs as the raster version."""
+        emb, mask, (patch_index, _) = self.vilt.embeddings.visual_embed(
+            pixel_values, pixel_mask, max_image_length=self.config.max_image_length
+        )
+        # canonical index of each kept patch: row * w_i + col within the sample's own grid
+        gh_w = F.interpolate(pixel_mask[:, None].float(), size=pixel_values.shape[-2:]).long()  # unused size check
+        del gh_w
+        ph = self.config.patch_size
+        xm = F.interpolate(
+            pixel_mask[:, None].float(), size=(pixel_values.shape[-2] // ph, pixel_values.shape[-1] // ph)
+        ).long()[:, 0]
+        x_w = xm.sum(dim=2)[:, 0]
+        canon = patch_index[..., 0] * x_w[:, None] + patch_index[..., 1]
+        canon = torch.where(mask[:, 1:].bool(), canon, torch.full_like(canon, -1))
+        return emb, mask.long(), canon
+
+    def embed_image_text(self, input_ids, attention_mask, pixel_values, pixel_mask, perturbation=None, sample_ids=None):
+        """Embeddings ``[B, Lt + 1 + Li, h]``, mask, and the (start, end) span of each modality."""
+        dtype = self.vilt.embeddings.patch_embeddings.projection.weight.dtype
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if pixel_mask is None:
+            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long, device=pixel_values.device)
+        pixel_values = normalise_pixels(pixel_values, dtype)
+        text = self.vilt.embeddings.text_embeddings(input_ids=input_ids)  # [B, Lt, h]
+        text = P.apply(perturbation, "text", text, sample_ids)
+        if self.patch_order == "raster":
+            image, image_mask, canon = self._visual_embed_raster(pixel_values, pixel_mask)
+        else:
+            image, image_mask, canon = self._visual_embed_hf(pixel_values, pixel_mask)
+        image = P.apply(perturbation, "image", image, sample_ids, canon)
+        text = self._type_embed(text, 0)
+        image = self._type_embed(image, 1)
+        emb = torch.cat([text, image.to(text.dtype)], dim=1)
+        mask = torch.cat([attention_mask.long(), image_mask], dim=1)
+        Lt = text.shape[1]
+        return emb, mask, {"text": (0, Lt), "image": (Lt, emb.shape[1])}
+
+    def embed_features(self, features, feature_masks, perturbation=None, sample_ids=None):
+        """Embeddings of the feature modalities, concatenated in ``feature_dims`` order."""
+        embs, masks, spans, start = [], [], {}, 0
+        for i, m in enumerate(self.feature_dims):
+            if m not in features:
+                raise KeyError(f"batch has no features for modality {m!r} (has {sorted(features)})")
+            e = self.features[m](features[m])  # [B, 1 + T, h]
+            e = P.apply(perturbation, m, e, sample_ids)
+            e = self._type_embed(e, i)
+            fm = feature_masks[m] if feature_masks is not None and m in feature_masks else torch.ones(e.shape[:2][0], e.shape[1] - 1)
+            mk = torch.cat([torch.ones(e.shape[0], 1, dtype=torch.long, device=e.device), fm.to(e.device).long()], dim=1)
+            embs.append(e)
+            masks.append(mk)
+            spans[m] = (start, start + e.shape[1])
+            start += e.shape[1]
+        return torch.cat(embs, dim=1), torch.cat(masks, dim=1), spans
+
+    # -- encoder -----------------------------------------------------------------------------
+    def _encode(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.attn == "eager":
+            additive = (1.0 - mask[:, None, None, :].to(emb.dtype)) * torch.finfo(emb.dtype).min
+            h = emb
+            for layer in self.vilt.encoder.layer:
+                h = layer(h, additive)[0]
+            return h
+        return _encode_sdpa(self.vilt.encoder.layer, emb, mask.bool(), self.training)
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        features: dict | None = None,
+        feature_masks: dict | None = None,
+        perturbation: P.Perturbation | None = None,
+        sample_ids: torch.Tensor | None = None,
+    ) -> WMAOutput:
+        """Image+text (``input_ids``, ``attention_mask``, ``pixel_values`` [uint8 or float],
+        ``pixel_mask``) or feature sequences (``features``/``feature_masks`` dicts of
+        ``[B, T, d_m]`` / ``[B, T]``). ``perturbation`` needs ``sample_ids`` ``[B]``."""
+        if self.features is not None:
+            if features is None:
+                raise ValueError(f"this model takes feature sequences for {self.modalities}; got none")
+            emb, mask, spans = self.embed_features(features, feature_masks, perturbation, sample_ids)
+        else:
+            if input_ids is None or pixel_values is None:
+                raise ValueError("this model takes input_ids and pixel_values (image+text)")
+            emb, mask, spans = self.embed_image_text(input_ids, attention_mask, pixel_values, pixel_mask, perturbation, sample_ids)
+        hidden = self.vilt.layernorm(self._encode(emb, mask))
+        pooled = self.vilt.pooler(hidden)
+        out = WMAOutput(last_hidden_state=hidden, attention_mask=mask, pooler_output=pooled)
+        valid = mask.bool()
+        for m, (s, e) in spans.items():
+            out.cls[m] = hidden[:, s]
+            out.tokens[m] = hidden[:, s + 1 : e]
+            tm = valid[:, s + 1 : e].clone()
+            if m == "text" and self.drop_sep and self.features is None:
+                last = mask[:, s:e].sum(1) - 2  # index of [SEP] within tokens (CLS excluded)
+                rows = torch.nonzero(last >= 0).squeeze(1)
+                tm[rows, last[rows]] = False
+            out.token_masks[m] = tm
+        return out
+
+
+def _encode_sdpa(layers, h: torch.Tensor, key_mask: torch.Tensor, training: bool) -> torch.Tensor:
+    """transformers' ViltLayer stack with ``F.scaled_dot_product_attention`` (same weights).
+
+    ``key_mask``: ``[B, L]`` bool, True on tokens that may be attended to.
+    """
+    attn_mask = key_mask[:, None, None, :]  # [B, 1, 1, L]
+    for layer in layers:
+        sa = layer.attention.attention
+        B, L, _ = h.shape
+        x = layer.layernorm_before(h)
+        q, k, v = (
+            proj(x).view(B, L, sa.num_attention_heads, sa.attention_head_size).transpose(1, 2)
+            for proj in (sa.query, sa.key, sa.value)
+        )
+        p = sa.dropout.p if training else 0.0
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        ctx = ctx.transpose(1, 2).reshape(B, L, sa.all_head_size)
+        h = layer.attention.output(ctx, h) + h
+        y = layer.intermediate(layer.layernorm_after(h))
+        h = layer.output(y, h)
+    return h
+
+
+class TaskHead(nn.Sequential):
+    """``Linear(h, 2h) -> LayerNorm -> GELU -> Linear(2h, n_out)`` on the pooled output."""
+
+    def __init__(self, hidden: int, n_out: int, init_std: float = 0.02):
+        super().__init__(nn.Linear(hidden, 2 * hidden), nn.LayerNorm(2 * hidden), nn.GELU(), nn.Linear(2 * hidden, n_out))
+        for mod in self:
+            if isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, std=init_std)
+                nn.init.zeros_(mod.bias)
+
+
+class WMAClassifier(nn.Module):
+    """Backbone + task head. ``forward(batch, perturbation)`` -> ``(logits [B, n_out], WMAOutput)``.
+
+    The head's output is a logit for binary (``n_out=1``) and multi-label tasks and the
+    prediction itself for regression.
+    """
+
+    def __init__(self, backbone: WMAVilt, n_out: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = TaskHead(backbone.config.hidden_size, n_out, backbone.config.initializer_range)
+
+    @property
+    def modalities(self) -> tuple:
+        return self.backbone.modalities
+
+    def forward(self, batch: dict, perturbation: P.Perturbation | None = None):
+        out = self.backbone(
+            input_ids=batch.get("input_ids"),
+            attention_mask=batch.get("attention_mask"),
+            pixel_values=batch.get("pixel_values"),
+            pixel_mask=batch.get("pixel_mask"),
+            features=batch.get("features"),
+            feature_masks=batch.get("feature_masks"),
+            perturbation=perturbation,
+            sample_ids=batch.get("ids"),
+        )
+        return self.head(out.pooler_output), out
+
+
+def load_vilt(
+    name_or_path: str = "tiny",
+    *,
+    feature_dims: dict | None = None,
+    feature_len: int = 50,
+    patch_order: str = "raster",
+    drop_sep: bool = True,
+    attn: str = "eager",
+    init_seed: int | None = 0,
+    **overrides,
+) -> WMAVilt:
+    """Load a ViLT backbone.
+
+    Args:
+        name_or_path: ``"tiny"`` (the embedded default: :data:`TINY_CONFIG`, random weights),
+            a hub name such as ``"dandelin/vilt-b32-mlm"``, or a local folder written by
+            ``ViltModel.save_pretrained`` (or any ViLT checkpoint's ``save_pretrained``).
+        feature_dims, feature_len, patch_order, drop_sep, attn: see :class:`WMAVilt`.
+        init_seed: seed for every randomly initialised weight (tiny model, feature
+            embeddings); ``None`` uses the global RNG as it is.
+        **overrides: ``ViltConfig`` fields (e.g. ``vocab_size``, ``hidden_size``).
+    """
+    with torch.random.fork_rng(devices=[]):
+        if init_seed is not None:
+            torch.manual_seed(init_seed)
+        if name_or_path == "tiny":
+            vilt = ViltModel(ViltConfig(**{**TINY_CONFIG, **overrides}))
+        else:
+            try:
+                vilt = ViltModel.from_pretrained(name_or_path, **overrides)
+            except OSError as err:
+                raise OSError(
+                    f"could not load ViLT weights from {name_or_path!r}: give a local folder written by "
+                    f"save_pretrained, or a hub name with network access (HF_HUB_OFFLINE="
+                    f"{__import__('os').environ.get('HF_HUB_OFFLINE', 'unset')}). Cause: {err}"
+                ) from err
+        return WMAVilt(vilt, feature_dims, feature_len, patch_order, drop_sep, attn)

@@ -1,0 +1,121 @@
+"""The results store: one JSON record per training run, keyed by its configuration.
+
+A record is written atomically (temporary file + rename) when a run finishes, at
+``<root>/records/<key>.json``; ``key`` is a hash of the run's canonical configuration, so
+the same configuration always maps to the same record, a rerun finds it and skips the work,
+and a changed parameter makes a new record. Notebooks and sweeps read the store through
+:meth:`ResultsStore.frame` (one row per run, test case and metric).
+
+Record fields: ``key``, ``config`` (dict), ``d0`` ({pair: float}), ``d_trajectory``
+(list of {epoch, split, pair: mean D}), ``history`` (per-epoch losses and dev metrics),
+``best_epoch``, ``metrics`` ({test_case: {metric: value}}), ``dev_metrics``,
+``distances`` ({test_case: {pair: [D per test sample]}}), ``timings``, ``environment``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+
+def config_key(config: dict) -> str:
+    """A stable 16-hex-digit key for a JSON-serialisable configuration."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Write JSON so that readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, default=float)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def file_lock(path):
+    """An exclusive ``flock`` on ``path``, shared by every process on this machine."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ResultsStore:
+    """A folder of run records. ``ResultsStore(root)``; ``get(config)``, ``put(record)``, ``frame()``."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.records_dir = self.root / "records"
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.records_dir / f"{key}.json"
+
+    def run_dir(self, key: str) -> Path:
+        """Where a run keeps its checkpoints while it trains."""
+        return self.root / "runs" / key
+
+    def lock(self, key: str):
+        """Held while a run trains, so that parallel notebooks or trials never train it twice."""
+        return file_lock(self.root / "locks" / f"{key}.lock")
+
+    def get(self, config_or_key) -> dict | None:
+        key = config_or_key if isinstance(config_or_key, str) else config_key(config_or_key)
+        p = self.path(key)
+        if not p.exists():
+            return None
+        try:
+            with open(p) as f:
+                return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"results record {p} is not valid JSON ({err}); delete it to rerun that run") from err
+
+    def put(self, record: dict) -> Path:
+        if "key" not in record or "config" not in record:
+            raise ValueError("a record needs 'key' and 'config'")
+        if record["key"] != config_key(record["config"]):
+            raise ValueError(f"record key {record['key']} does not match its config")
+        p = self.path(record["key"])
+        atomic_write_json(p, record)
+        return p
+
+    def records(self) -> list[dict]:
+        out = []
+        for p in sorted(self.records_dir.glob("*.json")):
+            with open(p) as f:
+                out.append(json.load(f))
+        return out
+
+    def __len__(self) -> int:
+        return len(list(self.records_dir.glob("*.json")))
+
+    def frame(self, where: dict | None = None) -> pd.DataFrame:
+        """Long table: one row per (run, test case, metric), config fields as columns.
+
+        ``where``: keep only runs whose config has these values (e.g. ``{"dataset": "mmimdb"}``).
+        """
+        rows = []
+        for rec in self.records():
+            cfg = rec["config"]
+            if where and any(cfg.get(k) != v for k, v in where.items()):
+                continue
+            flat = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list))}
+            for case, metrics in rec.get("metrics", {}).items():
+                for metric, value in metrics.items():
+                    rows.append({**flat, "key": rec["key"], "test_case": case, "metric": metric, "value": value})
+        return pd.DataFrame(rows)

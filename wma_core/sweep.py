@@ -1,0 +1,370 @@
+"""Sweeps over (dataset, method, α, β, lr, seed) on Ray, resumable through the results store.
+
+The results store (:mod:`wma_core.results`) is the source of truth: a trial whose record is in
+the store is not submitted at all, so a killed sweep resumes where it stopped (a trial that was
+interrupted mid-training resumes from its ``last.pt``, :func:`wma_core.train.fit`) and rerunning
+a finished sweep changes nothing in the store.
+
+Execution (:func:`run_trials`):
+
+- ``executor="ray"``: one Ray task per trial (``num_cpus=cpus_per_trial``, one GPU per trial
+  where the cluster has GPUs), run in Ray's worker processes (reused between trials: importing
+  torch costs seconds). ``ray.init(address=...)`` when Ray is not initialised yet: ``None`` starts
+  a local instance unless ``RAY_ADDRESS`` is set (or a cluster was started with ``ray start`` on
+  this machine), in which case Ray joins it; a head address (``--address host:6379``) joins that
+  cluster, so several GPUs or nodes are all used. On several nodes the results folder and the
+  prepared data must be on a shared file system and ``wma_core`` installed on every node (the
+  driver also writes each returned record into its own store when it is missing there).
+- ``executor="local"``: the same, one trial after another in this process (tests, tiny runs).
+
+A failed trial is retried ``max_retries`` times; trials that still fail are reported at the end
+in a :class:`SweepError`, after every other trial finished and was stored.
+
+Command line::
+
+    python -m wma_core.sweep --dataset hateful_memes --alpha 0 1 --beta 0.5 1 2 --seeds 0 1 2 \\
+        --results _data/results --scale default [--address HOST:PORT]
+
+(``--alpha 0`` is the baseline.) Progress is shown as trials finish; a summary table (mean ± 95%
+CI over seeds of the headline metric per cell) is printed at the end.
+
+Set ``WMA_TRIAL_LOG=path`` to append one line ``start <key> <pid> <time>`` per trial started
+(for tests and audits: a finished trial never starts again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .results import ResultsStore, config_key
+from .train import TrainConfig, fit, run_config
+
+TRIAL_LOG_ENV = "WMA_TRIAL_LOG"
+
+
+class SweepError(RuntimeError):
+    """Some trials failed after their retries; the others finished and are in the store.
+
+    Attributes:
+        failures: list of ``(TrainConfig, error message)``.
+        records: ``{key: record}`` of the trials that finished.
+    """
+
+    def __init__(self, failures: list, records: dict | None = None):
+        self.failures = list(failures)
+        self.records = dict(records or {})
+        lines = [f"{len(self.failures)} trial(s) failed after retries (the {len(self.records)} finished ones are stored):"]
+        lines += [f"  - {describe(cfg)}: {err}" for cfg, err in self.failures]
+        super().__init__("\n".join(lines))
+
+
+def describe(cfg: TrainConfig) -> str:
+    """``hateful_memes wma α=1 β=0.5 lr=0.001 seed=0`` (``target`` shown when not ``init``)."""
+    s = f"{cfg.dataset} {cfg.method} α={cfg.alpha:g} β={cfg.beta:g} lr={cfg.lr:g} seed={cfg.seed}"
+    return s + (f" target={cfg.target}" if cfg.target != "init" else "")
+
+
+def _log_start(path: str | None, key: str) -> None:
+    if not path:
+        return
+    line = f"start {key} {os.getpid()} {time.time():.3f}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _trial(cfg: TrainConfig, results: str, threads: int, trial_log: str | None, in_ray: bool) -> dict:
+    """One trial, in a worker process (Ray) or in this process (local): train or reuse, return the record."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        if in_ray and cfg.device == "auto":
+            import ray
+
+            # "auto" means CUDA only when this task was given a GPU
+            if not ray.get_gpu_ids() or not torch.cuda.is_available():
+                cfg = dataclasses.replace(cfg, device="cpu")
+        cfg = dataclasses.replace(cfg, progress=False)
+        _log_start(trial_log, config_key(run_config(cfg)))
+        return fit(cfg, ResultsStore(results))
+    finally:
+        if not in_ray:  # the local executor runs in the caller's process: leave it as it was
+            torch.set_num_threads(previous)
+
+
+def _error_text(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        err = cause
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def _headline_text(rec: dict) -> str:
+    m = rec.get("headline_metric")
+    v = (rec.get("metrics") or {}).get("normal", {}).get(m)
+    return f"{m}={v:.4f}" if isinstance(v, (int, float)) else ""
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def _auth_env_for_join(address: str | None) -> None:
+    """Joining a cluster by address: use token authentication when a token is available.
+
+    ``ray start --head`` enables token authentication by default and writes the token to
+    ``~/.ray/auth_token``; a driver that joins through an explicit address (argument or
+    ``RAY_ADDRESS``) with ``RAY_AUTH_MODE`` unset does not send it and retries for a long time.
+    Sending a token to a cluster without authentication works, so: token mode when one exists.
+    """
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def init_ray(address: str | None = None) -> bool:
+    """``ray.init`` quietly unless Ray is already initialised; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats prompt or network call
+    _auth_env_for_join(address)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level=logging.ERROR,
+    )
+    return True
+
+
+def _progress_bar(total: int, done: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="sweep", unit="trial", disable=not enabled, dynamic_ncols=True)
+
+
+def run_trials(
+    configs: list[TrainConfig],
+    results: str | Path,
+    *,
+    executor: str = "ray",
+    address: str | None = None,
+    cpus_per_trial: int = 1,
+    gpus_per_trial: float | None = None,
+    max_retries: int = 1,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every trial whose record is not yet in ``results``; return all records in ``configs`` order.
+
+    Args:
+        configs: the trials (e.g. :func:`wma_core.experiments.run_configs`); duplicates run once.
+        results: the results store's folder (shared by every worker).
+        executor: ``"ray"`` (Ray tasks, one process per trial slot) or ``"local"`` (sequential,
+            in this process).
+        address: Ray cluster to join (``None``: ``RAY_ADDRESS`` if set, else a new local instance).
+        cpus_per_trial: CPUs per trial (also ``torch.set_num_threads`` inside the trial).
+        gpus_per_trial: GPUs per trial; ``None``: 1 when the cluster has GPUs, else 0.
+        max_retries: extra attempts of a failed trial before it is reported.
+        progress: a progress bar advancing as trials finish.
+
+    Raises:
+        SweepError: some trials failed ``1 + max_retries`` times; raised after all other trials
+            finished (their records are in the store).
+    """
+    if executor not in ("ray", "local"):
+        raise ValueError(f"executor must be 'ray' or 'local', got {executor!r}")
+    store = ResultsStore(results)
+    results = str(store.root.resolve())
+    keys = [config_key(run_config(c)) for c in configs]
+    todo: dict[str, TrainConfig] = {}
+    for k, c in zip(keys, configs):
+        if k not in todo and not store.path(k).exists():
+            # workers may run elsewhere: absolute paths (data_dir is not part of the key)
+            todo[k] = dataclasses.replace(c, data_dir=str(Path(c.data_dir).resolve()))
+    n_unique = len(set(keys))
+    trial_log = os.environ.get(TRIAL_LOG_ENV) or None
+    done: dict[str, dict] = {}
+    failures: list = []
+    bar = _progress_bar(n_unique, n_unique - len(todo), progress)
+
+    def finished(key, rec):
+        if store.get(key) is None:  # a worker on another node without a shared store
+            store.put(rec)
+        done[key] = rec
+        bar.set_postfix_str(f"{describe(todo[key])} {_headline_text(rec)}")
+        bar.update(1)
+
+    def failed(key, err):
+        failures.append((todo[key], _error_text(err)))
+        bar.set_postfix_str(f"{describe(todo[key])} FAILED")
+        bar.update(1)
+
+    try:
+        if executor == "local":
+            for key, cfg in todo.items():
+                for attempt in range(max_retries + 1):
+                    try:
+                        rec = _trial(cfg, results, cpus_per_trial, trial_log, False)
+                    except Exception as err:  # noqa: BLE001 - reported in SweepError
+                        if attempt == max_retries:
+                            failed(key, err)
+                    else:
+                        finished(key, rec)
+                        break
+        elif todo:
+            _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries, trial_log, finished, failed)
+    finally:
+        bar.close()
+    if failures:
+        raise SweepError(failures, done)
+    out = []
+    for k in keys:
+        rec = done.get(k) or store.get(k)
+        if rec is None:
+            raise RuntimeError(f"record {k} missing from {results} after the sweep")
+        out.append(rec)
+    return out
+
+
+def _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries, trial_log, finished, failed):
+    import ray
+
+    started = init_ray(address)
+    pending: dict = {}
+    try:
+        if gpus_per_trial is None:
+            gpus_per_trial = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        remote = ray.remote(_trial).options(
+            num_cpus=cpus_per_trial,
+            num_gpus=gpus_per_trial,
+            max_retries=max_retries,
+            retry_exceptions=True,
+        )
+        pending = {remote.remote(cfg, results, cpus_per_trial, trial_log, True): key for key, cfg in todo.items()}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                key = pending.pop(ref)
+                try:
+                    rec = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError...
+                    failed(key, err)
+                else:
+                    finished(key, rec)
+    finally:
+        if pending:  # interrupted: stop what still runs (its last.pt lets it resume later)
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+        if started:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def summary_table(records: list[dict]):
+    """Mean ± 95% CI over seeds of the headline metric (test, normal) per (method, α, β, lr)."""
+    import pandas as pd
+
+    from . import stats
+
+    rows = []
+    for rec in records:
+        c = rec["config"]
+        m = rec["headline_metric"]
+        rows.append({
+            "dataset": c["dataset"], "method": c["method"], "lr": c["lr"], "target": c["target"],
+            "alpha": c["alpha"], "beta": c["beta"] if c["method"] != "baseline" else float("nan"),
+            "metric": m, "value": rec["metrics"]["normal"][m], "seed": c["seed"],
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    s = stats.summarize(df, ["dataset", "method", "lr", "target", "alpha", "beta", "metric"])
+    s["mean ± CI"] = [f"{m:.4f} ± {(h - l) / 2:.4f}" if h == h else f"{m:.4f}" for m, l, h in zip(s["mean"], s["lo"], s["hi"])]
+    return s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m wma_core.sweep", description="α × β × seed sweeps, resumable, on Ray.")
+    p.add_argument("--dataset", required=True, choices=["hateful_memes", "mmimdb", "ur_funny", "mosei"])
+    p.add_argument("--alpha", type=float, nargs="+", required=True, help="α values; 0 = the baseline")
+    p.add_argument("--beta", type=float, nargs="+", required=True, help="β values (β = 0: minimise OT)")
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--results", required=True, help="results store folder")
+    p.add_argument("--scale", default="default", choices=["smoke", "default", "paper"])
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
+    p.add_argument("--data-root", default=None, help="raw dataset folder (required at --scale paper)")
+    p.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates (default: the profile's)")
+    p.add_argument("--target", default="init", choices=["init", "batch"])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--executor", default="ray", choices=["ray", "local"])
+    p.add_argument("--cpus-per-trial", type=int, default=1)
+    p.add_argument("--gpus-per-trial", type=float, default=None)
+    p.add_argument("--max-retries", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    from . import experiments
+
+    args = build_parser().parse_args(argv)
+    # SIGTERM (e.g. a scheduler stopping us) unwinds like Ctrl-C, so Ray is shut down cleanly
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    data_dir = experiments.prepare_data(args.dataset, args.scale, args.data_root)
+    configs = []
+    for lr in args.lr or [None]:
+        configs += experiments.run_configs(
+            args.dataset, data_dir, args.scale, alphas=args.alpha, betas=args.beta, seeds=args.seeds,
+            target=args.target, lr=lr, epochs=args.epochs,
+        )
+    print(f"{len(configs)} trials on {data_dir} -> {args.results}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    status = 0
+    try:
+        records = run_trials(
+            configs, args.results, executor=args.executor, address=args.address, cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial, max_retries=args.max_retries, progress=not args.no_progress,
+        )
+    except SweepError as err:
+        print(str(err), file=sys.stderr)
+        store = ResultsStore(args.results)
+        found = (store.get(config_key(run_config(c))) for c in configs)
+        records, status = [r for r in found if r is not None], 1
+    table = summary_table(records)
+    if len(table):
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_rows", 500):
+            print(table[["dataset", "method", "lr", "target", "alpha", "beta", "metric", "mean ± CI", "n"]].to_string(index=False))
+    print(f"{len(records)} of {len(configs)} trials in the store ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    # run the importable module's main, so Ray pickles wma_core.sweep._trial by reference
+    from wma_core import sweep as _sweep
+
+    raise SystemExit(_sweep.main())

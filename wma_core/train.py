@@ -1,0 +1,470 @@
+"""Fine-tuning with the WMA regulariser: fit, evaluate, every test case, resumable.
+
+The recipe (paper §4.1 and ViLT's fine-tuning): all layers plus a task head trained with
+AdamW (betas 0.9/0.98, weight decay 0.01, none on biases and norms), 10% linear warm-up then
+linear decay, early stopping with patience 5 on the validation headline metric, the best
+checkpoint restored and tested on every test case (normal, noise and missing per modality).
+
+Loss per batch::
+
+    loss = task_loss + alpha * sum_pairs mean_i (D_i - beta * D0_pair)^2
+
+with ``D0`` measured once on the first training batch under the initial weights
+(:mod:`wma_core.losses`). Task losses: BCE with logits (binary, multi-label), L1 (regression,
+whose headline metric is MAE, as MultiBench trains MOSEI).
+
+Interruption: the full training state (weights, optimiser, scheduler, RNG, history, D0) is
+saved atomically after every epoch in ``run_dir/last.pt``; calling :func:`fit` again with the
+same configuration resumes after the last finished epoch, and gives the same result as an
+uninterrupted run (same seed, CPU). The finished run is one record in the results store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import perturb as P
+from .losses import WMAConfig, WMARegulariser, modality_pairs, pair_distances
+from .metrics import compute_metrics, headline_metric, is_better
+from .model import WMAClassifier, load_vilt
+from .results import ResultsStore, config_key
+
+# fields of TrainConfig that do not change results and so are not part of the run's key
+_NOT_IN_KEY = ("data_dir", "device", "num_workers", "progress", "eval_batch_size", "keep_best", "pin_memory")
+
+
+@dataclass
+class TrainConfig:
+    """One fine-tuning run. Defaults: the embedded default (tiny ViLT, synthetic twin, CPU).
+
+    Attributes:
+        dataset: dataset name (``hateful_memes``, ``mmimdb``, ``ur_funny``, ``mosei``).
+        data_dir: a folder written by ``python -m data_prep prepare``.
+        model: ``"tiny"``, a hub name (``dandelin/vilt-b32-mlm``) or a local folder.
+        alpha, beta, target: the WMA regulariser (α = 0: baseline; α = 1, β = 0: minimise OT).
+        lr: peak learning rate; batch_size: training batch; epochs: maximum epochs.
+        patience: early-stopping patience (epochs without a better dev headline metric).
+        warmup: share of steps with linear warm-up; weight_decay; adam_betas.
+        seed: seeds initialisation (tiny model, head), data order and dropout.
+        amp: ``None`` or ``"bf16"`` (autocast; the OT block always runs in float32).
+        attn: ``"sdpa"`` or ``"eager"`` attention; patch_order: ``"raster"`` or ``"hf"``.
+        noise_mode, amplitude, missing_rate, perturb_seed: the test-time perturbations.
+        ot_iters: IPOT iterations.
+        max_train_samples: use only the first N training samples (None: all).
+    """
+
+    dataset: str = "hateful_memes"
+    data_dir: str = "_data/prepared/hateful_memes"
+    model: str = "tiny"
+    alpha: float = 0.0
+    beta: float = 1.0
+    target: str = "init"
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 10
+    patience: int = 5
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    adam_betas: tuple = (0.9, 0.98)
+    seed: int = 0
+    amp: str | None = None
+    attn: str = "sdpa"
+    patch_order: str = "raster"
+    noise_mode: str = "symmetric"
+    amplitude: float = 3.0
+    missing_rate: float = 0.5
+    perturb_seed: int = 0
+    ot_iters: int = 50
+    max_train_samples: int | None = None
+    # not part of the key
+    device: str = "auto"
+    num_workers: int = 0
+    pin_memory: bool = False
+    eval_batch_size: int = 64
+    progress: bool = True
+    keep_best: bool = False
+
+    @property
+    def wma(self) -> WMAConfig:
+        return WMAConfig(alpha=self.alpha, beta=self.beta, target=self.target, iters=self.ot_iters)
+
+    @property
+    def method(self) -> str:
+        return self.wma.method
+
+
+def manifest_digest(data_dir) -> str:
+    p = Path(data_dir) / "manifest.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found: prepare the data first (python -m data_prep prepare ...)")
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+
+
+_CODE = ("ot.py", "ot_fused.py", "losses.py", "perturb.py", "model.py", "train.py", "metrics.py")
+
+
+def code_digest() -> str:
+    """A digest of the source files that decide a run's numbers (part of every run's key, so a
+    change to the method's code never reuses records computed by the old code)."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in [here / n for n in _CODE] + [here.parent / "data_prep" / "dataset.py"]:
+        if p.exists():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_config(cfg: TrainConfig) -> dict:
+    """The part of the configuration that defines a run (its results-store key)."""
+    d = dataclasses.asdict(cfg)
+    for k in _NOT_IN_KEY:
+        d.pop(k)
+    d["adam_betas"] = list(d["adam_betas"])
+    d["method"] = cfg.method
+    d["data"] = manifest_digest(cfg.data_dir)
+    d["code"] = code_digest()
+    return d
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def build_model(task, cfg: TrainConfig, feature_len: int = 50) -> WMAClassifier:
+    """Backbone + head for a dataset's :func:`data_prep.dataset.task_info`."""
+    kw = dict(patch_order=cfg.patch_order, attn=cfg.attn, init_seed=cfg.seed)
+    if cfg.model == "tiny":
+        # the tiny model's vocabulary and image grid follow the prepared data
+        if task.vocab_size:
+            kw["vocab_size"] = task.vocab_size
+        if task.max_text_len:
+            kw["max_position_embeddings"] = max(40, task.max_text_len)
+        if task.image_size:
+            kw["image_size"] = task.image_size
+            kw["patch_size"] = task.patch_size
+    if task.feature_dims:
+        kw["feature_dims"] = dict(task.feature_dims)
+        kw["feature_len"] = feature_len
+    backbone = load_vilt(cfg.model, **kw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 1)
+        return WMAClassifier(backbone, task.n_out)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices only: none on biases, norms, CLS rows, positions."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") or ".cls" in name or name.endswith(".pos"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_linear(total_steps: int, warmup: float):
+    """LambdaLR factor: linear 0 -> 1 over ``warmup * total`` steps, then linear 1 -> 0."""
+    n_warm = max(1, int(round(warmup * total_steps)))
+
+    def f(step: int) -> float:
+        if step < n_warm:
+            return (step + 1) / n_warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - n_warm))
+
+    return f
+
+
+def task_loss(kind: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    output = output.float()
+    if kind == "binary":
+        return nn.functional.binary_cross_entropy_with_logits(output.reshape(-1), labels.float().reshape(-1))
+    if kind == "multilabel":
+        return nn.functional.binary_cross_entropy_with_logits(output, labels.float())
+    if kind == "regression":
+        return nn.functional.l1_loss(output.reshape(-1), labels.float().reshape(-1))
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def _autocast(device: torch.device, amp: str | None):
+    if amp is None:
+        return torch.autocast(device.type, enabled=False)
+    if amp != "bf16":
+        raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def evaluate(
+    model: WMAClassifier,
+    loader,
+    kind: str,
+    *,
+    perturbation: P.Perturbation | None = None,
+    device: torch.device | str = "cpu",
+    amp: str | None = None,
+    ot_iters: int = 50,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict:
+    """Metrics and per-sample OT distances of one pass over ``loader``.
+
+    Returns ``{"metrics": {...}, "distances": {pair: np.ndarray [N]}, "valid": {pair: [N] bool},
+    "output": np.ndarray, "labels": np.ndarray}`` in loader order.
+    """
+    device = torch.device(device)
+    model.eval()
+    pairs = modality_pairs(model.modalities)
+    outs, labels, dists, valids = [], [], {}, {}
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        batch = to_device(batch, device)
+        with _autocast(device, amp):
+            logits, out = model(batch, perturbation)
+        for k, (D, v) in pair_distances(out, pairs, iters=ot_iters).items():
+            dists.setdefault(k, []).append(D.cpu().numpy())
+            valids.setdefault(k, []).append(v.cpu().numpy())
+        outs.append(logits.float().cpu().numpy())
+        labels.append(batch["labels"].float().cpu().numpy())
+    output = np.concatenate(outs)
+    y = np.concatenate(labels)
+    return {
+        "metrics": compute_metrics(kind, y, output),
+        "distances": {k: np.concatenate(v) for k, v in dists.items()},
+        "valid": {k: np.concatenate(v) for k, v in valids.items()},
+        "output": output,
+        "labels": y,
+    }
+
+
+def _mean_valid(d: np.ndarray, v: np.ndarray) -> float:
+    return float(d[v].mean()) if v.any() else float("nan")
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _environment(device) -> dict:
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "machine": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU x{os.cpu_count()}",
+    }
+
+
+def fit(cfg: TrainConfig, store: ResultsStore | str | None = None, *, rerun: bool = False) -> dict:
+    """Train, early-stop, restore the best epoch, test every test case; return the record.
+
+    If ``store`` already holds a record for this configuration it is returned without
+    training (unless ``rerun``). If the run was interrupted, it resumes from its last epoch.
+    """
+    from data_prep.dataset import PreparedDataset, make_loader, task_info
+
+    if store is None:
+        store = ResultsStore(Path(cfg.data_dir).parent.parent / "results")
+    elif not isinstance(store, ResultsStore):
+        store = ResultsStore(store)
+    rcfg = run_config(cfg)
+    key = config_key(rcfg)
+    if not rerun and (rec := store.get(key)) is not None:
+        return rec
+    with store.lock(key):  # another process may be training this very run: wait, then reuse
+        if not rerun and (rec := store.get(key)) is not None:
+            return rec
+        return _fit_locked(cfg, store, rcfg, key)
+
+
+def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> dict:
+    from data_prep.dataset import PreparedDataset, make_loader, task_info
+
+    device = resolve_device(cfg.device)
+    train_ds = PreparedDataset(cfg.data_dir, "train")
+    dev_ds = PreparedDataset(cfg.data_dir, "dev")
+    test_ds = PreparedDataset(cfg.data_dir, "test")
+    task = task_info(train_ds.manifest)
+    if train_ds.manifest["dataset"] != cfg.dataset:
+        raise ValueError(f"{cfg.data_dir} holds {train_ds.manifest['dataset']!r}, but the config says dataset={cfg.dataset!r}")
+    feature_len = train_ds.arrays[task.modalities[0]].shape[1] if task.feature_dims else 0
+    metric = headline_metric(task.kind)
+    if cfg.max_train_samples is not None:
+        train_ds = torch.utils.data.Subset(train_ds, range(min(cfg.max_train_samples, len(train_ds))))
+
+    seed_everything(cfg.seed)
+    model = build_model(task, cfg, feature_len).to(device)
+    pairs = modality_pairs(model.modalities)
+    reg = WMARegulariser(cfg.wma, pairs)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    loader_kw = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
+    steps_per_epoch = len(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0, drop_last=False))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(cfg.epochs * steps_per_epoch, cfg.warmup))
+    dev_loader = make_loader(dev_ds, cfg.eval_batch_size, **loader_kw)
+
+    run_dir = store.run_dir(key)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    state = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "d_trajectory": [], "d0": None, "train_seconds": 0.0}
+    if last_path.exists():
+        ck = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["rng"])
+        state = ck["state"]
+        reg.d0 = state["d0"]
+
+    # D0: mean D over the first training batch under the initial weights, before any update
+    if state["d0"] is None:
+        first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)
+        model.eval()
+        with torch.no_grad(), _autocast(device, cfg.amp):
+            _, out0 = model(first)
+            state["d0"] = reg.calibrate(pair_distances(out0, pairs, iters=cfg.ot_iters))
+        state["d_trajectory"].append({"epoch": 0, "split": "train_first_batch", **state["d0"]})
+
+    epochs = tqdm(range(state["epoch"], cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not cfg.progress, initial=state["epoch"], total=cfg.epochs)
+    for epoch in epochs:
+        if state["bad_epochs"] >= cfg.patience:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, **loader_kw)
+        sums = {"loss": 0.0, "task": 0.0, "reg": 0.0, "n": 0}
+        d_sums: dict = {}
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not cfg.progress):
+            batch = to_device(batch, device)
+            with _autocast(device, cfg.amp):
+                logits, out = model(batch)
+            loss_task = task_loss(task.kind, logits, batch["labels"])
+            loss = loss_task
+            if cfg.alpha > 0:
+                loss_reg, dstats = reg(pair_distances(out, pairs, iters=cfg.ot_iters))
+                loss = loss + loss_reg
+                sums["reg"] += float(loss_reg.detach())
+                for k, v in dstats.items():
+                    d_sums[k] = d_sums.get(k, 0.0) + v
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} (task {float(loss_task)}); lower lr={cfg.lr}?")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            sums["loss"] += float(loss.detach())
+            sums["task"] += float(loss_task.detach())
+            sums["n"] += 1
+        n = max(1, sums["n"])
+        dev = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)
+        score = dev["metrics"][metric]
+        if d_sums:
+            state["d_trajectory"].append({"epoch": epoch + 1, "split": "train", **{k: v / n for k, v in d_sums.items()}})
+        state["d_trajectory"].append(
+            {"epoch": epoch + 1, "split": "dev", **{k: _mean_valid(d, dev["valid"][k]) for k, d in dev["distances"].items()}}
+        )
+        state["history"].append(
+            {"epoch": epoch + 1, "loss": sums["loss"] / n, "task_loss": sums["task"] / n, "reg_loss": sums["reg"] / n,
+             "lr": sched.get_last_lr()[0], **{f"dev_{k}": v for k, v in dev["metrics"].items()}}
+        )
+        if is_better(metric, score, state["best"]):
+            state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
+            _atomic_torch_save(model.state_dict(), best_path)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        state["train_seconds"] += time.perf_counter() - t0
+        epochs.set_postfix({f"dev_{metric}": f"{score:.4f}"})
+        _atomic_torch_save(
+            {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(), "state": state},
+            last_path,
+        )
+
+    # test the best checkpoint on every test case
+    if best_path.exists():
+        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    t0 = time.perf_counter()
+    test_loader = make_loader(test_ds, cfg.eval_batch_size, **loader_kw)
+    cases = P.test_cases(model.modalities, amplitude=cfg.amplitude, mode=cfg.noise_mode, rate=cfg.missing_rate, seed=cfg.perturb_seed)
+    metrics, distances = {}, {}
+    for name, pert in tqdm(cases.items(), desc="test cases", leave=False, disable=not cfg.progress):
+        pert = pert.for_split(len(test_ds)) if pert is not None else None
+        res = evaluate(model, test_loader, task.kind, perturbation=pert, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)
+        metrics[name] = res["metrics"]
+        distances[name] = {k: [round(float(x), 6) for x in d] for k, d in res["distances"].items()}
+    dev_best = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)["metrics"]
+    n_train = len(train_ds)
+    record = {
+        "key": key,
+        "config": rcfg,
+        "d0": state["d0"],
+        "d_trajectory": state["d_trajectory"],
+        "history": state["history"],
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "headline_metric": metric,
+        "metrics": metrics,
+        "dev_metrics": dev_best,
+        "distances": distances,
+        "timings": {
+            "train_seconds": state["train_seconds"],
+            "test_seconds": time.perf_counter() - t0,
+            "train_samples_per_second": n_train * state["epoch"] / max(state["train_seconds"], 1e-9),
+        },
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "environment": _environment(device),
+    }
+    store.put(record)
+    last_path.unlink(missing_ok=True)
+    if not cfg.keep_best:
+        best_path.unlink(missing_ok=True)
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
+    return record
+
+
+def config_from_record(record: dict, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` from a stored record's config (for reruns and sweeps)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in record["config"].items() if k in fields}
+    kw["adam_betas"] = tuple(kw.get("adam_betas", (0.9, 0.98)))
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+def dumps_config(cfg: TrainConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
