@@ -164,6 +164,7 @@ def main(argv=None):
     p.add_argument("--num-warps", type=int, nargs="*", default=None, help="fused kernel warps to sweep (GPU)")
     p.add_argument("--layouts", nargs="*", default=["split", "pow2"], help="fused kernel tile layouts (GPU)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
     p.add_argument("--fused-on-cpu", action="store_true",
                    help="also run the fused kernel on the CPU (needs TRITON_INTERPRET=1; checks this script, times nothing useful)")
     args = p.parse_args(argv)
@@ -257,6 +258,8 @@ def main(argv=None):
         if "ms" in r:
             r["speedup_vs_eager"] = eager["ms"] / r["ms"]
             r["speedup_vs_eager_min"] = eager["ms_min"] / r["ms_min"]
+    if args.note:
+        res["note"] = args.note
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

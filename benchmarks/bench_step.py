@@ -235,6 +235,7 @@ def main(argv=None):
     p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
                    help="round robin over the measurements (default: on for CPU, off for CUDA, which reports peak memory per measurement)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
     args = p.parse_args(argv)
 
     if args.ot_backend == "eager":
@@ -337,6 +338,8 @@ def main(argv=None):
         res["wma_over_baseline_time" + suffix] = {impl: ratio(f"{impl}/wma", f"{impl}/baseline", field) for impl in models}
         res["ours_over_transformers_time" + suffix] = {
             loss: ratio(f"ours/{loss}", f"transformers/{loss}", field) for loss in args.losses}
+    if args.note:
+        res["note"] = args.note
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

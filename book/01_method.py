@@ -1,10 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -papermill,-execution
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -papermill,-widgets
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -38,12 +42,14 @@
 # No model is trained; the chapter runs in seconds.
 
 # %% tags=["parameters"]
+from typing import Optional  # papermill reads Optional[...] annotations (not "X | None")
+
 scale: str = "default"  # "smoke" | "default" | "paper": only the number of toy optimisation steps depends on it
 seed: int = 0  # seed of the toy point clouds
 n_x: int = 10  # points in the first cloud (think: text tokens)
 n_y: int = 14  # points in the second cloud (think: image patches)
 iters: int = 50  # IPOT outer iterations (the paper's and ViLT's value)
-steps: int | None = None  # toy optimisation steps (None: 60 at smoke scale, else 250)
+steps: Optional[int] = None  # toy optimisation steps (None: 60 at smoke scale, else 250)
 
 # %%
 import matplotlib.pyplot as plt

@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
@@ -118,25 +117,50 @@ def ray_tmpdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _pids():
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            yield int(d)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead and waiting for its parent, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ours(pid: int, tmpdir: str | None, sid: int | None) -> bool:
+    try:
+        if sid is not None and os.getsid(pid) == sid:
+            return True
+        if tmpdir is None:
+            return False
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"RAY_TMPDIR={tmpdir}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def kill_ray_processes(tmpdir: str, sid: int | None = None) -> int:
     """SIGKILL the processes of one test's Ray instance: those in session ``sid`` or whose
     environment has ``RAY_TMPDIR=tmpdir`` (both: processes this test started). Returns how many."""
-    victims = []
-    for p in psutil.process_iter():
-        if p.pid == os.getpid():
-            continue
+    victims = [pid for pid in _pids() if _alive(pid) and _ours(pid, tmpdir, sid)]
+    for pid in victims:
         try:
-            if (sid is not None and os.getsid(p.pid) == sid) or p.environ().get("RAY_TMPDIR") == tmpdir:
-                victims.append(p)
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
-    for p in victims:
-        try:
-            p.kill()
-        except psutil.Error:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
             pass
-    psutil.wait_procs(victims, timeout=20)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in victims):
+        time.sleep(0.05)
     return len(victims)
+
+
+def in_session(sid: int) -> list[int]:
+    return [pid for pid in _pids() if _alive(pid) and _ours(pid, None, sid)]
 
 
 @pytest.mark.slow
@@ -196,7 +220,7 @@ def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tm
         kill_ray_processes(ray_tmpdir, sid=proc.pid)
         proc.wait(timeout=30)
         out1.close()
-    assert not [p for p in psutil.process_iter() if _in_session(p, proc.pid)], "processes survived the kill"
+    assert not in_session(proc.pid), "processes survived the kill"
 
     before = snapshot(records_dir)  # nothing can write any more: every process is gone
     finished_before = {Path(n).stem for n in before}
@@ -231,9 +255,3 @@ def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tm
     assert snapshot(records_dir) == after
     assert started(log) == started_before + resumed
 
-
-def _in_session(p: psutil.Process, sid: int) -> bool:
-    try:
-        return p.pid != os.getpid() and os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        return False

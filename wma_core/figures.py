@@ -78,7 +78,7 @@ class Publisher:
         self.notebook = notebook
         self.paths: dict[str, Path] = {}
 
-    def __call__(self, fig, key: str, *, show: bool = True) -> Path:
+    def __call__(self, fig, key: str, *, show: bool = True) -> None:
         from myst_nb import glue
 
         path = figure_dir(self.notebook) / f"{key}.png"
@@ -86,7 +86,6 @@ class Publisher:
         self.paths[key] = path
         glue(key, fig, display=show)
         plt.close(fig)
-        return path
 
 
 def fig_to_base64(fig, dpi: int = 72) -> str:
@@ -117,12 +116,13 @@ def _ci_text(m, lo, hi, digits=3) -> str:
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA") -> pd.DataFrame:
+def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", paper: bool = True) -> pd.DataFrame:
     """A :func:`wma_core.report.comparison` frame as display columns (paper beside ours).
 
     Columns: test case, the paper's a and b and its gain, our a and b (mean [95% CI]), our
     gain (mean [95% CI], positive = b better), paired p-value, seeds, and whether the paper's
-    gain lies within our seed noise (``gain_in_noise``).
+    gain lies within our seed noise (``gain_in_noise``). ``paper=False`` drops the paper's columns
+    (comparisons the paper did not make).
     """
     rows = []
     for r in cmp.itertuples(index=False):
@@ -138,18 +138,117 @@ def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
             "seeds": r.n_seeds,
             "paper gain within our noise": ("yes" if r.gain_in_noise else "no") if r.paper_gain == r.paper_gain and r.n_seeds >= 2 else "–",
         })
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if not paper:
+        df = df.drop(columns=[c for c in df.columns if c.startswith("paper")])
+    return df
 
 
-def comparison_table(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", caption: str | None = None):
-    """:func:`comparison_frame` styled: p-values to 3 digits, the 'within noise' cells shaded."""
-    df = comparison_frame(cmp, a_label=a_label, b_label=b_label)
+def comparison_table(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", caption: str | None = None,
+                     paper: bool = True, dataset_column: bool = False):
+    """:func:`comparison_frame` styled: p-values to 3 digits, the 'within noise' cells shaded.
+
+    ``dataset_column``: ``cmp`` has a ``dataset`` column (several datasets concatenated) to show first.
+    """
+    df = comparison_frame(cmp, a_label=a_label, b_label=b_label, paper=paper)
+    if dataset_column and "dataset" in cmp.columns:
+        df.insert(0, "dataset", [DATASET_LABELS.get(d, d) for d in cmp["dataset"]])
     sty = show_table(df, caption=caption, precision=3)
+    if not paper:
+        return sty
 
     def shade(v):
         return "background-color: #fde2c4" if v == "yes" else ""
 
     return sty.map(shade, subset=["paper gain within our noise"])
+
+
+def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
+    """One-row summary of a prepared dataset (and the profile that trains on it)."""
+    dropped = manifest.get("dropped") or {}
+    n_dropped = sum(sum(v.values()) if isinstance(v, dict) else int(v) for v in dropped.values())
+    reasons = sorted({r for v in dropped.values() if isinstance(v, dict) for r in v})
+    row = {
+        "dataset": DATASET_LABELS.get(manifest["dataset"], manifest["dataset"]),
+        "task": manifest["task"]["kind"],
+        "outputs": manifest["task"]["n_out"],
+        "modalities": ", ".join(manifest["modalities"]),
+        "train / dev / test": " / ".join(str(manifest["splits"][s]) for s in ("train", "dev", "test")),
+        "dropped": f"{n_dropped} ({'; '.join(reasons)})" if n_dropped else "0",
+        "headline metric": metric_label(manifest["task"]["headline_metric"]),
+    }
+    if profile is not None:
+        row.update({"scale": profile.name, "model": profile.model, "max epochs": profile.epochs,
+                    "batch": profile.batch_size.get(manifest["dataset"]), "lr": profile.lr.get(manifest["dataset"])})
+    return pd.DataFrame([row])
+
+
+def runs_table(records) -> pd.DataFrame:
+    """One row per training run: method, α, β, target, seed, epochs, D0, dev and test headline metric, time."""
+    rows = []
+    for rec in records:
+        c = rec["config"]
+        m = rec.get("headline_metric")
+        rows.append({
+            "method": c["method"], "α": c["alpha"], "β": c["beta"] if c["method"] != "baseline" else np.nan,
+            "target": c.get("target", "init") if c["method"] != "baseline" else "",
+            "seed": c["seed"], "epochs run": rec.get("epochs_run"), "best epoch": rec.get("best_epoch"),
+            "D0 (mean over pairs)": float(np.mean(list(rec["d0"].values()))) if rec.get("d0") else np.nan,
+            f"dev {m}": (rec.get("dev_metrics") or {}).get(m, np.nan),
+            f"test {m} (normal)": rec["metrics"]["normal"].get(m, np.nan),
+            "train s": (rec.get("timings") or {}).get("train_seconds", np.nan),
+            "key": rec["key"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _fmt_gain(m, lo, hi) -> str:
+    if m != m:
+        return "n/a"
+    if lo != lo or hi != hi:
+        return f"{m:+.3f}"
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def verdict(row, b_label: str = "WMA") -> str:
+    """A short, honest reading of one comparison row (ours vs the paper's gain)."""
+    if row.n_seeds < 2 or row.diff_lo != row.diff_lo:
+        return "too few seeds for an interval"
+    if row.ci_contains_zero:
+        s = "our interval contains zero (no significant difference)"
+    else:
+        s = f"{b_label} is significantly " + ("better" if row.diff_mean > 0 else "worse") + " (95% CI excludes zero)"
+    if row.paper_gain == row.paper_gain:
+        s += "; the paper's gain lies " + ("inside" if row.paper_gain_in_ci else "outside") + " our interval"
+        if row.gain_in_noise:
+            s += " and is smaller than our seed noise"
+    return s
+
+
+def headline_glue(cmp: pd.DataFrame, prefix: str = "") -> dict:
+    """Text values to glue from one comparison: the normal test case and the noise / missing averages.
+
+    Keys (with ``prefix``): ``gain_normal``, ``paper_gain_normal``, ``verdict_normal``, ``n_seeds``,
+    ``gain_noise``, ``paper_gain_noise``, ``gain_missing``, ``paper_gain_missing``, ``wins``
+    (test cases where b's mean is better, ``k of n``), ``paper_wins``.
+    """
+    out = {}
+    normal = cmp[cmp["test_case"] == "normal"]
+    if len(normal):
+        r = next(normal.itertuples(index=False))
+        out["gain_normal"] = _fmt_gain(r.diff_mean, r.diff_lo, r.diff_hi)
+        out["paper_gain_normal"] = "n/a" if r.paper_gain != r.paper_gain else f"{r.paper_gain:+.3f}"
+        out["verdict_normal"] = verdict(r)
+        out["n_seeds"] = str(int(r.n_seeds))
+    for kind in ("noise", "missing"):
+        sub = cmp[cmp["test_case"].str.endswith("_" + kind)]
+        out[f"gain_{kind}"] = f"{sub['diff_mean'].mean():+.3f}" if len(sub) and sub["diff_mean"].notna().any() else "n/a"
+        out[f"paper_gain_{kind}"] = f"{sub['paper_gain'].mean():+.3f}" if len(sub) and sub["paper_gain"].notna().any() else "n/a"
+    ours = cmp["diff_mean"].dropna()
+    paper = cmp["paper_gain"].dropna()
+    out["wins"] = f"{int((ours > 0).sum())} of {len(ours)}"
+    out["paper_wins"] = f"{int((paper > 0).sum())} of {len(paper)}"
+    return {prefix + k: v for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -178,12 +277,19 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
         paper = cmp[f"paper_{pre}"].to_numpy(dtype=float)
         ax1.scatter(x + off, paper, marker="o" if pre == "a" else "D", facecolor="white" if pre == "a" else "black",
                     edgecolor="black", zorder=5, s=28, label=f"paper: {label}")
-    vals = np.concatenate([cmp[c].to_numpy(dtype=float) for c in ("a_lo", "a_mean", "b_mean", "b_hi", "paper_a", "paper_b")])
+    # limits from the means and the paper's numbers (wide intervals of few seeds run off the axes)
+    vals = np.concatenate([cmp[c].to_numpy(dtype=float) for c in ("a_mean", "b_mean", "paper_a", "paper_b")])
     vals = vals[np.isfinite(vals)]
+    bounded = metric in ("auroc", "f1_macro", "f1_micro", "f1_samples", "f1_weighted", "accuracy", "acc2")
     if len(vals):
         lo_v, hi_v = vals.min(), vals.max()
-        pad = 0.15 * (hi_v - lo_v) + 0.02
-        ax1.set_ylim(max(0.0, lo_v - pad) if lo_v >= 0 else lo_v - pad, hi_v + pad)
+        pad = 0.25 * (hi_v - lo_v) + 0.03
+        lo_v, hi_v = lo_v - pad, hi_v + pad
+        if bounded or metric == "mae":
+            lo_v = max(0.0, lo_v)
+        if bounded:
+            hi_v = min(1.0, hi_v)
+        ax1.set_ylim(lo_v, hi_v)
     ax1.set_xticks(x, [case_label(c) for c in cases], rotation=30, ha="right")
     ax1.set_ylabel(metric_label(metric))
     ax1.set_title("ours (mean, 95% CI) and the paper's numbers")
@@ -196,6 +302,13 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     ax2.axhline(0, color="#444", lw=0.8)
     ax2.errorbar(x, d, yerr=err, fmt="o", color=COLORS.get(b, "#1f77b4"), capsize=4, label=f"ours: {b_label} − {a_label}")
     ax2.scatter(x, cmp["paper_gain"].to_numpy(dtype=float), marker="x", color="black", s=40, zorder=5, label="paper's gain")
+    g = np.concatenate([d, cmp["paper_gain"].to_numpy(dtype=float), dlo, dhi])
+    g = g[np.isfinite(g)]
+    if len(g):
+        span = max(abs(g.min()), abs(g.max()), 0.01) * 1.15
+        if bounded:
+            span = min(span, 1.0)
+        ax2.set_ylim(-span, span)
     ax2.set_xticks(x, [case_label(c) for c in cases], rotation=30, ha="right")
     ax2.set_ylabel("gain (positive = better)")
     ax2.set_title("gain over " + a_label)
@@ -203,6 +316,68 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     ax2.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def method_summary(runs: pd.DataFrame, dataset: str, selections: dict, metric: str | None = None) -> pd.DataFrame:
+    """Mean and 95% CI over seeds per (method label, test case) of ``metric`` on the test split.
+
+    ``selections``: ``{label: {config field: value}}`` (e.g. ``{"WMA (init)": {"method": "wma", "target": "init"}}``).
+    """
+    from . import stats
+    from .report import headline, test_case_order
+
+    metric = metric or headline(dataset)
+    df = runs[(runs["dataset"] == dataset) & (runs["split"] == "test") & (runs["metric"] == metric)]
+    parts = []
+    for label, sel in selections.items():
+        keep = np.ones(len(df), dtype=bool)
+        for k, v in sel.items():
+            col = df[k]
+            keep &= np.isclose(col.to_numpy(dtype=float), float(v)) if isinstance(v, (int, float)) else (col == v).to_numpy()
+        sub = df[keep]
+        if sub.empty:
+            continue
+        summ = stats.summarize(sub, ["test_case"])
+        summ.insert(0, "label", label)
+        parts.append(summ)
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "test_case", "mean", "lo", "hi", "std", "n"])
+    order = {c: i for i, c in enumerate(test_case_order(out["test_case"]))}
+    out = out.sort_values("test_case", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+    out.attrs["metric"] = metric
+    return out
+
+
+def methods_figure(summary: pd.DataFrame, *, colors: dict | None = None, title: str = ""):
+    """Grouped bars: one group per test case, one bar per method label (mean, 95% CI)."""
+    labels = list(dict.fromkeys(summary["label"]))
+    cases = list(dict.fromkeys(summary["test_case"]))
+    metric = summary.attrs.get("metric", "")
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(cases) + 2), 3.6))
+    w = 0.8 / max(1, len(labels))
+    default = [COLORS["baseline"], COLORS["min_ot"], COLORS["wma"], COLORS["batch"], "#2ca02c", "#8c564b"]
+    x = np.arange(len(cases))
+    means = []
+    for i, label in enumerate(labels):
+        sub = summary[summary["label"] == label].set_index("test_case").reindex(cases)
+        m = sub["mean"].to_numpy(dtype=float)
+        err = np.vstack([m - sub["lo"].to_numpy(dtype=float), sub["hi"].to_numpy(dtype=float) - m])
+        err = np.where(np.isnan(err), 0, err)
+        color = (colors or {}).get(label, default[i % len(default)])
+        ax.bar(x + (i - (len(labels) - 1) / 2) * w, m, w, color=color, label=label, yerr=err, capsize=2, error_kw={"lw": 0.8})
+        means.append(m)
+    vals = np.concatenate(means) if means else np.array([])
+    vals = vals[np.isfinite(vals)]
+    if len(vals):
+        pad = 0.25 * (vals.max() - vals.min()) + 0.03
+        ax.set_ylim(max(0.0, vals.min() - pad), vals.max() + pad if metric == "mae" else min(1.0, vals.max() + pad))
+    ax.set_xticks(x, [case_label(c) for c in cases], rotation=30, ha="right")
+    ax.set_ylabel(metric_label(metric))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=min(4, len(labels)))
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -351,26 +526,89 @@ def _heat(ax, table: pd.DataFrame, *, title: str, cmap: str, center: float | Non
     return im
 
 
-def grid_heatmaps(tables: dict, *, metric: str, baseline: dict | None = None, title: str = "", gain: bool = True):
-    """One α × β heatmap per test case.
+PAPER_GRID_TABLE = {"hateful_memes": 3, "mmimdb": 4, "ur_funny": 5, "mosei": 6}
 
-    Args:
-        tables: ``{test_case: wide grid}`` (α index, β columns), e.g. from :func:`wma_core.report.grid`.
-        baseline: ``{test_case: baseline mean}``; with ``gain`` the cells show the gain over it
-            (positive = better, sign flipped for MAE) on a diverging scale centred at 0.
+
+def _sign(metric: str) -> float:
+    return -1.0 if metric == "mae" else 1.0
+
+
+def our_grid(runs: pd.DataFrame, dataset: str, cases=None, metric: str | None = None) -> dict:
+    """``{test_case: long frame}`` of our α × β grid with ``alpha, beta, mean, lo, hi, n, gain, gain_lo, gain_hi``.
+
+    The gain is over our baseline's mean (same runs frame; positive = better, MAE flipped); its
+    interval is the cell's interval shifted by the baseline mean (the baseline's own spread is
+    not included). The baseline's summary is in ``.attrs["baseline"]`` of each frame.
     """
-    cases = list(tables)
-    ncol = min(4, len(cases))
-    nrow = math.ceil(len(cases) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.9 * nrow), squeeze=False)
-    sign = -1.0 if metric == "mae" else 1.0
+    from .report import grid, headline, test_case_order
+
+    metric = metric or headline(dataset)
+    sign = _sign(metric)
+    sub = runs[(runs["dataset"] == dataset) & (runs["split"] == "test")]
+    cases = cases or test_case_order(sub["test_case"].unique())
+    out = {}
+    for case in cases:
+        g = grid(runs, dataset, test_case=case, metric=metric, long=True)
+        base = g.attrs.get("baseline", {}).get("mean", float("nan"))
+        g = g.copy()
+        g["gain"] = sign * (g["mean"] - base)
+        lo, hi = sign * (g["lo"] - base), sign * (g["hi"] - base)
+        g["gain_lo"], g["gain_hi"] = np.minimum(lo, hi), np.maximum(lo, hi)
+        g.attrs["baseline"] = g.attrs.get("baseline", {"mean": base})
+        out[case] = g
+    return out
+
+
+def paper_grid(dataset: str, paper: pd.DataFrame | None = None) -> dict:
+    """``{test_case: long frame}`` of the paper's α × β grid (Tables 3-6) with ``alpha, beta, value, gain``.
+
+    The gain is over the paper's Table 1 baseline (positive = better). The minimise-OT row of
+    Table 2 is added as the cell (α = 1, β = 0).
+    """
+    from .paper import load_paper_results
+
+    p = load_paper_results() if paper is None else paper
+    p = p[p["dataset"] == dataset]
+    base = p[(p["table"] == 1) & (p["method"] == "baseline")].set_index("test_case")["value"]
+    cells = p[p["table"] == PAPER_GRID_TABLE[dataset]]
+    min_ot = p[(p["table"] == 2) & (p["method"] == "min_ot")].assign(alpha=1.0, beta=0.0)
+    cells = pd.concat([cells, min_ot], ignore_index=True)
+    metric = cells["metric"].iloc[0] if len(cells) else "auroc"
+    out = {}
+    for case, g in cells.groupby("test_case", sort=False):
+        g = g[["alpha", "beta", "value"]].sort_values(["alpha", "beta"]).reset_index(drop=True)
+        g["gain"] = _sign(metric) * (g["value"] - base.get(case, np.nan))
+        out[case] = g
+    from .report import test_case_order
+
+    return {c: out[c] for c in test_case_order(out)}
+
+
+def paper_baseline(dataset: str, test_case: str = "normal") -> float:
+    """The paper's Table 1 baseline value of ``dataset`` on ``test_case``."""
+    from .paper import load_paper_results
+
+    p = load_paper_results()
+    v = p[(p["table"] == 1) & (p["dataset"] == dataset) & (p["method"] == "baseline") & (p["test_case"] == test_case)]["value"]
+    return float(v.iloc[0]) if len(v) else float("nan")
+
+
+def grid_heatmaps(frames: dict, *, value: str = "gain", metric: str = "", title: str = ""):
+    """One α × β heatmap per test case from long frames (``alpha, beta`` and ``value`` columns).
+
+    ``value="gain"``: a diverging map centred at 0 (blue = better than the baseline); otherwise
+    the metric itself.
+    """
+    cases = list(frames)
+    ncol = min(4, max(1, len(cases)))
+    nrow = max(1, math.ceil(len(cases) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 3.0 * nrow), squeeze=False)
     for ax, case in zip(axes.flat, cases):
-        t = tables[case]
-        if gain and baseline and case in baseline and baseline[case] == baseline[case]:
-            shown = sign * (t - baseline[case])
-            im = _heat(ax, shown, title=f"{case_label(case)}: gain over baseline", cmap="RdBu", center=0.0, fmt="{:+.3f}")
+        t = frames[case].pivot_table(index="alpha", columns="beta", values=value, aggfunc="mean").sort_index().sort_index(axis=1)
+        if value == "gain":
+            im = _heat(ax, t, title=f"{case_label(case)}: gain over baseline", cmap="RdBu", center=0.0, fmt="{:+.3f}")
         else:
-            im = _heat(ax, t, title=f"{case_label(case)}: {metric_label(metric)}", cmap="viridis" if sign > 0 else "viridis_r")
+            im = _heat(ax, t, title=f"{case_label(case)}: {metric_label(metric)}", cmap="viridis_r" if metric == "mae" else "viridis")
         fig.colorbar(im, ax=ax, shrink=0.8)
     for ax in list(axes.flat)[len(cases):]:
         ax.axis("off")
@@ -380,13 +618,21 @@ def grid_heatmaps(tables: dict, *, metric: str, baseline: dict | None = None, ti
     return fig
 
 
+def placeholder(text: str):
+    """A small figure that only says ``text`` (a dataset left out of this execution)."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555")
+    return fig
+
+
 def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: str = ""):
     """Gain over the baseline against β, one panel per test case (the paper's Fig. 2, every α).
 
     Args:
-        ours: ``{test_case: long frame}`` with columns ``alpha, beta, gain, lo, hi`` (our gain
-            over our baseline, positive = better; ``lo``/``hi`` may be NaN with one seed).
-        paper: the same for the paper (``alpha, beta, gain``), drawn dashed in grey shades.
+        ours: ``{test_case: long frame}`` with columns ``alpha, beta, gain, gain_lo, gain_hi``
+            (:func:`our_grid`; the interval is NaN with one seed).
+        paper: the same for the paper (:func:`paper_grid`), drawn dashed in grey shades.
     Solid lines: ours, one colour per α; dashed: the paper's α rows. β on a log-like axis
     (symlog, so β = 0, minimise-OT, is shown).
     """
@@ -405,8 +651,8 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
             if df.empty:
                 continue
             ax.plot(df["beta"], df["gain"], "-o", color=cmap(i), ms=3, label=f"ours α={a:g}")
-            if df["lo"].notna().any():
-                ax.fill_between(df["beta"], df["lo"], df["hi"], color=cmap(i), alpha=0.15)
+            if "gain_lo" in df and df["gain_lo"].notna().any():
+                ax.fill_between(df["beta"], df["gain_lo"], df["gain_hi"], color=cmap(i), alpha=0.15)
         if paper and case in paper:
             for j, a in enumerate(paper_alphas):
                 df = paper[case][paper[case]["alpha"] == a].sort_values("beta")
@@ -493,6 +739,47 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     ax3.legend(fontsize=7)
     ax3.grid(axis="y", alpha=0.3)
     fig.suptitle(title or f"{DATASET_LABELS.get(c['dataset'], c['dataset'])}: {_label(record)}, seed {c['seed']}")
+    fig.tight_layout()
+    return fig
+
+
+def d_ratio(record: dict, test_case: str = "normal") -> float:
+    """Mean over pairs of (mean test D on ``test_case``) / D0: where the run's modalities ended up."""
+    vals = [float(np.mean(record["distances"][test_case][p])) / record["d0"][p] for p in _pairs(record) if record["d0"][p] > 0]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def d_vs_beta(records, *, title: str = ""):
+    """OT distance against β: mean test D / D0 per dataset (panels) and α (lines).
+
+    The dashed diagonal is WMA's target (D / D0 = β); the grey line is the baseline, the red
+    point at β = 0 with α > 0 is minimise-OT. Seeds are averaged.
+    """
+    rows = [{"dataset": r["config"]["dataset"], "alpha": r["config"]["alpha"], "beta": r["config"]["beta"],
+             "method": r["config"]["method"], "ratio": d_ratio(r)} for r in records if r["config"].get("target", "init") == "init"]
+    df = pd.DataFrame(rows)
+    dss = list(dict.fromkeys(df["dataset"])) if len(df) else []
+    fig, axes = plt.subplots(1, max(1, len(dss)), figsize=(3.8 * max(1, len(dss)), 3.4), squeeze=False)
+    for ax, ds in zip(axes[0], dss):
+        sub = df[df["dataset"] == ds]
+        reg = sub[sub["method"] != "baseline"]
+        alphas = sorted(reg["alpha"].unique())
+        cmap = plt.get_cmap("viridis", max(2, len(alphas) + 1))
+        bmax = max(reg["beta"].max() if len(reg) else 1.0, 1.0)
+        ax.plot([0, bmax], [0, bmax], "k--", lw=1, label="target D/D0 = β")
+        for i, a in enumerate(alphas):
+            g = reg[reg["alpha"] == a].groupby("beta")["ratio"].mean()
+            ax.plot(g.index, g.values, "-o", color=cmap(i), ms=4, label=f"α={a:g}")
+        base = sub[sub["method"] == "baseline"]["ratio"].mean()
+        if base == base:
+            ax.axhline(base, color=COLORS["baseline"], lw=1.5, label="baseline")
+        ax.set_title(DATASET_LABELS.get(ds, ds), fontsize=10)
+        ax.set_xlabel("β")
+        ax.set_ylabel("mean test D / D0 (normal)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -210,8 +210,6 @@ class WMAVilt(nn.Module):
             pixel_values, pixel_mask, max_image_length=self.config.max_image_length
         )
         # canonical index of each kept patch: row * w_i + col within the sample's own grid
-        gh_w = F.interpolate(pixel_mask[:, None].float(), size=pixel_values.shape[-2:]).long()  # unused size check
-        del gh_w
         ph = self.config.patch_size
         xm = F.interpolate(
             pixel_mask[:, None].float(), size=(pixel_values.shape[-2] // ph, pixel_values.shape[-1] // ph)
@@ -302,9 +300,8 @@ class WMAVilt(nn.Module):
             out.tokens[m] = hidden[:, s + 1 : e]
             tm = valid[:, s + 1 : e].clone()
             if m == "text" and self.drop_sep and self.features is None:
-                last = mask[:, s:e].sum(1) - 2  # index of [SEP] within tokens (CLS excluded)
-                rows = torch.nonzero(last >= 0).squeeze(1)
-                tm[rows, last[rows]] = False
+                last = mask[:, s:e].sum(1) - 2  # index of [SEP] within tokens (CLS excluded); no host sync
+                tm &= torch.arange(tm.shape[1], device=tm.device)[None, :] != last[:, None]
             out.token_masks[m] = tm
         return out
 

@@ -97,7 +97,9 @@ def ipot_eager(
         # only rescales G by a constant per sample, which the Sinkhorn scalings absorb.
         cmin = C.masked_fill(joint == 0, float("inf")).amin(dim=(1, 2), keepdim=True)
         cmin = torch.where(torch.isfinite(cmin), cmin, torch.zeros_like(cmin))
-        G = torch.exp(-(C - cmin) / step) * joint
+        # masked entries get G = 0 by selection (a masked cost far below the valid minimum
+        # would otherwise overflow exp and give inf * 0 = NaN)
+        G = torch.where(joint.bool(), torch.exp(-(C - cmin).masked_fill(joint == 0, 0.0) / step), 0.0)
         T = joint.clone()
         v = nu.clone()
         for _ in range(iters):

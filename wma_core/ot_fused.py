@@ -235,7 +235,8 @@ def ipot_fused(
     xm8 = xm.to(torch.uint8).contiguous()
     ym8 = ym.to(torch.uint8).contiguous()
     warps = num_warps or default_num_warps(tile)
-    launch = dict(BN0=bn0, BN1=bn1, BM0=bm0, BM1=bm1, TINY=_TINY, num_warps=warps)
+    # fp fusion (FMA in the row/column sums) stated explicitly: Triton 3.10 changes its default
+    launch = dict(BN0=bn0, BN1=bn1, BM0=bm0, BM1=bm1, TINY=_TINY, num_warps=warps, enable_fp_fusion=True)
     args = (c, xm8, ym8, plan, N, M, c.stride(0), c.stride(1), c.stride(2), float(step), int(iters), int(inner))
     if cost.is_cuda:
         with torch.cuda.device(cost.device):

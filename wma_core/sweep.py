@@ -54,13 +54,13 @@ class SweepError(RuntimeError):
 
     Attributes:
         failures: list of ``(TrainConfig, error message)``.
-        records: ``{key: record}`` of the trials that finished.
+        records: ``{key: record}`` of the trials that are in the store (finished now or before).
     """
 
     def __init__(self, failures: list, records: dict | None = None):
         self.failures = list(failures)
         self.records = dict(records or {})
-        lines = [f"{len(self.failures)} trial(s) failed after retries (the {len(self.records)} finished ones are stored):"]
+        lines = [f"{len(self.failures)} trial(s) failed after retries ({len(self.records)} others are in the store):"]
         lines += [f"  - {describe(cfg)}: {err}" for cfg, err in self.failures]
         super().__init__("\n".join(lines))
 
@@ -120,31 +120,44 @@ def _headline_text(rec: dict) -> str:
 # --------------------------------------------------------------------------- Ray
 
 
-def _auth_env_for_join(address: str | None) -> None:
+def _auth_env_for_join(address: str | None) -> bool:
     """Joining a cluster by address: use token authentication when a token is available.
 
     ``ray start --head`` enables token authentication by default and writes the token to
     ``~/.ray/auth_token``; a driver that joins through an explicit address (argument or
     ``RAY_ADDRESS``) with ``RAY_AUTH_MODE`` unset does not send it and retries for a long time.
     Sending a token to a cluster without authentication works, so: token mode when one exists.
+    Returns whether ``RAY_AUTH_MODE`` was set here.
     """
     if os.environ.get("RAY_AUTH_MODE") is not None:
-        return
+        return False
     if not (address or os.environ.get("RAY_ADDRESS")):
-        return
+        return False
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
+        return True
+    return False
 
 
 def init_ray(address: str | None = None) -> bool:
-    """``ray.init`` quietly unless Ray is already initialised; returns whether this call started it."""
-    import ray
+    """``ray.init`` quietly unless Ray is already initialised; returns whether this call started it.
 
-    if ray.is_initialized():
+    ``address=None`` follows Ray: ``RAY_ADDRESS`` if set, else a new local instance.
+    """
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats prompt or network call
-    _auth_env_for_join(address)
+    changed = _auth_env_for_join(address)  # before importing ray, which reads RAY_AUTH_MODE once
+    import ray
+
+    if changed:
+        try:  # ray was imported earlier: refresh its cached configuration, as Ray itself does
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # noqa: BLE001
+            pass
     ray.init(
         address=address,
         include_dashboard=False,
@@ -234,7 +247,8 @@ def run_trials(
     finally:
         bar.close()
     if failures:
-        raise SweepError(failures, done)
+        stored = {k: done.get(k) or store.get(k) for k in dict.fromkeys(keys)}
+        raise SweepError(failures, {k: r for k, r in stored.items() if r is not None})
     out = []
     for k in keys:
         rec = done.get(k) or store.get(k)

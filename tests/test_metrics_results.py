@@ -1,0 +1,106 @@
+"""Metrics against hand computations; the results store's keys, atomic records and frame."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wma_core.metrics import compute_metrics, headline_metric, is_better
+from wma_core.results import ResultsStore, config_key
+
+
+def _auroc_by_pairs(y, score):
+    """AUROC as the share of (positive, negative) pairs ranked right, ties counting 1/2."""
+    pos, neg = score[y == 1], score[y == 0]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (len(pos) * len(neg))
+
+
+def test_binary_auroc_and_accuracy():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    logits = rng.normal(size=200) + y
+    m = compute_metrics("binary", y, logits)
+    assert m["auroc"] == pytest.approx(_auroc_by_pairs(y, logits))
+    assert m["accuracy"] == pytest.approx(np.mean((logits >= 0) == y))
+    # a [N, 1] head output is the same thing
+    assert compute_metrics("binary", y, logits[:, None])["auroc"] == pytest.approx(m["auroc"])
+
+
+def test_binary_one_class_is_nan_with_warning():
+    with pytest.warns(UserWarning, match="only one class"):
+        m = compute_metrics("binary", np.ones(5), np.arange(5.0))
+    assert np.isnan(m["auroc"])
+
+
+def _f1(tp, fp, fn):
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def test_multilabel_f1_averages_by_hand():
+    y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    logits = np.array([[2.0, -1, -1], [1, 1, -1], [1, -2, -3], [-1, -1, 4]])
+    pred = (logits >= 0).astype(int)
+    per_label = []
+    for c in range(3):
+        tp = int(((pred[:, c] == 1) & (y[:, c] == 1)).sum())
+        fp = int(((pred[:, c] == 1) & (y[:, c] == 0)).sum())
+        fn = int(((pred[:, c] == 0) & (y[:, c] == 1)).sum())
+        per_label.append((tp, fp, fn))
+    macro = np.mean([_f1(*t) for t in per_label])
+    micro = _f1(*np.sum(per_label, axis=0))
+    weighted = np.average([_f1(*t) for t in per_label], weights=y.sum(0))
+    samples = np.mean([
+        _f1(int((p & t).sum()), int((p & (1 - t)).sum()), int(((1 - p) & t).sum())) for p, t in zip(pred, y)
+    ])
+    m = compute_metrics("multilabel", y, logits)
+    assert m["f1_macro"] == pytest.approx(macro)
+    assert m["f1_micro"] == pytest.approx(micro)
+    assert m["f1_weighted"] == pytest.approx(weighted)
+    assert m["f1_samples"] == pytest.approx(samples)
+
+
+def test_regression_mae_corr_acc2():
+    y = np.array([-2.0, -0.5, 0.0, 1.0, 3.0])
+    p = np.array([-1.0, 0.5, -0.2, 1.5, 2.0])
+    m = compute_metrics("regression", y, p)
+    assert m["mae"] == pytest.approx(np.abs(y - p).mean())
+    yc, pc = y - y.mean(), p - p.mean()
+    assert m["corr"] == pytest.approx((yc * pc).sum() / np.sqrt((yc**2).sum() * (pc**2).sum()))
+    assert m["acc2"] == pytest.approx(np.mean((y >= 0) == (p >= 0)))
+
+
+def test_headline_and_direction():
+    assert [headline_metric(k) for k in ("binary", "multilabel", "regression")] == ["auroc", "f1_macro", "mae"]
+    assert is_better("auroc", 0.7, 0.6) and not is_better("auroc", 0.6, 0.7)
+    assert is_better("mae", 0.5, 0.6) and not is_better("mae", 0.7, 0.6)
+    assert is_better("mae", 0.7, None) and not is_better("auroc", float("nan"), 0.1)
+    with pytest.raises(ValueError, match="unknown task kind"):
+        compute_metrics("ranking", np.zeros(2), np.zeros(2))
+
+
+def test_config_key_is_order_free_and_value_sensitive():
+    a = {"alpha": 1.0, "beta": 2.0, "dataset": "mosei"}
+    assert config_key(a) == config_key(dict(reversed(list(a.items()))))
+    assert config_key(a) != config_key({**a, "beta": 2.5})
+    assert len(config_key(a)) == 16
+
+
+def test_store_roundtrip_and_frame(tmp_path):
+    store = ResultsStore(tmp_path)
+    cfg = {"dataset": "hateful_memes", "alpha": 1.0, "seed": 0, "betas": [0.9, 0.98]}
+    rec = {"key": config_key(cfg), "config": cfg, "metrics": {"normal": {"auroc": 0.8}, "text_missing": {"auroc": 0.6}}}
+    path = store.put(rec)
+    assert json.loads(path.read_text()) == rec and store.get(cfg) == rec and len(store) == 1
+    assert not list(tmp_path.rglob("*.tmp"))
+    with pytest.raises(ValueError, match="does not match"):
+        store.put({**rec, "key": "0" * 16})
+    df = store.frame()
+    assert sorted(df["test_case"]) == ["normal", "text_missing"] and "betas" not in df.columns
+    assert df.set_index("test_case").loc["text_missing", "value"] == 0.6
+    assert store.frame(where={"dataset": "mosei"}).empty
+    (store.records_dir / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json"):
+        store.get("bad")
