@@ -98,7 +98,7 @@ d_exact = float(ot.emd2(mu, nu, C.double().numpy()))
 print(f"D with IPOT ({iters} iterations): {d_ipot:.5f}   exact (POT emd2): {d_exact:.5f}   "
       f"relative difference {abs(d_ipot - d_exact) / d_exact:.2%}")
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
 ax = axes[0]
 for p in range(n_x):
@@ -154,7 +154,7 @@ for k in ks:
 conv = pd.DataFrame(rows)
 display(figures.show_table(conv, precision=6, caption="Relative error of the IPOT distance against the exact EMD"))
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for col, marker in zip(conv.columns[1:], "os"):
     ax.loglog(conv["iterations"], conv[col].clip(lower=1e-9), marker=marker, label=col)
@@ -184,7 +184,7 @@ publish(fig, "fig_convergence")
 # when D is below the target and together when it is above. β = 0 always pulls them together
 # (the "minimise OT" ablation); β = 1 keeps them where the pretrained model put them.
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 D0 = d_exact
 D = np.linspace(0, 2, 400)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
@@ -257,7 +257,7 @@ final = pd.DataFrame([{"α": a, "β": b, "target β·D0": b * d0_toy, "final mea
                       for (a, b), (tr, _) in traces.items()])
 display(figures.show_table(final, caption=f"Toy fine-tuning: where the mean OT distance settles (D0 = {d0_toy:.3f})"))
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 fig, axes = plt.subplots(1, len(alphas), figsize=(4.2 * len(alphas), 3.3), sharey=True)
 colors = ["#d62728", "#ff7f0e", "#2ca02c", "#1f77b4"]
 for ax, a in zip(axes, alphas):
@@ -291,7 +291,7 @@ publish(fig, "fig_toy_alpha_beta")
 # drifts up until the cost saturates; only β = 1 is stable, and then the term only shrinks the
 # spread of D around its mean. The ablation chapter measures this on the real training runs.
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 fig, ax = plt.subplots(figsize=(7, 3.4))
 for b, color in zip([0.5, 1.0, 1.5], ["#ff7f0e", "#2ca02c", "#1f77b4"]):
     tr_init, _ = toy_finetune(1.0, b, "init")

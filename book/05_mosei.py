@@ -72,7 +72,7 @@ publish = figures.Publisher(NB)
 profile = get_profile(scale)
 data_dir = prepare_data(DATASET, scale, data_root)
 manifest = read_manifest(data_dir)
-display(figures.data_summary(manifest, profile))
+display(figures.show_table(figures.data_summary(manifest, profile)))
 
 # %% [markdown]
 # ## Training
@@ -91,7 +91,7 @@ configs = (
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.runs_frame(results_dir(), data_dir=data_dir)
 runs = runs[runs["key"].isin({r["key"] for r in records})]
-display(figures.runs_table(records))
+display(figures.show_table(figures.runs_table(records), caption="Training runs of this chapter"))
 
 # %% [markdown]
 # ## Table 1: baseline vs WMA
@@ -109,7 +109,7 @@ display(figures.comparison_table(cmp1, a_label="baseline", b_label="WMA",
 for key, value in figures.headline_glue(cmp1).items():
     glue(key, value, display=False)
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 publish(figures.comparison_figure(cmp1, a="baseline", b="wma", title=f"CMU-MOSEI: baseline vs WMA (α={alpha:g}, β={beta:g})"), "fig_table1")
 
 # %% [markdown]
@@ -136,7 +136,7 @@ display(figures.comparison_table(cmp2, a_label="min-OT", b_label="WMA",
 for key, value in figures.headline_glue(cmp2, prefix="t2_").items():
     glue(key, value, display=False)
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 publish(figures.comparison_figure(cmp2, a="min_ot", b="wma", title=f"CMU-MOSEI: minimise OT vs WMA"), "fig_table2")
 
 # %% [markdown]
@@ -155,7 +155,7 @@ publish(figures.comparison_figure(cmp2, a="min_ot", b="wma", title=f"CMU-MOSEI: 
 # WMA should pull D towards β·D0, minimise-OT towards 0, while the baseline lets it drift
 # wherever the task takes it.
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 publish(figures.d_trajectory(records, title=f"CMU-MOSEI: mean OT distance during training"), "fig_d_trajectory")
 
 # %% [markdown]
@@ -166,7 +166,7 @@ publish(figures.d_trajectory(records, title=f"CMU-MOSEI: mean OT distance during
 # training batches), starting from D0 at epoch 0. Dotted lines: WMA's target β·D0.
 # ```
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 publish(figures.d_histogram(records, test_case="normal", title=f"CMU-MOSEI: OT distance per test sample"), "fig_d_hist")
 
 # %% [markdown]

@@ -123,7 +123,7 @@ glue("tm_wins", f"{int((tm['diff_mean'].dropna() > 0).sum())} of {int(tm['diff_m
 #
 # ## All four methods per dataset, and where their OT distances go
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 for ds in DATASETS:
     name = figures.DATASET_LABELS[ds]
     if ds not in datasets:

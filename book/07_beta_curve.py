@@ -102,7 +102,7 @@ our = {ds: figures.our_grid(runs, ds) for ds in datasets}
 paper = {ds: figures.paper_grid(ds) for ds in DATASETS}
 metric_of = {ds: report.headline(ds) for ds in DATASETS}
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 if "hateful_memes" in our and any((g["alpha"] == 1.0).any() for g in our["hateful_memes"].values()):
     ours_a1 = {c: g[g["alpha"] == 1.0] for c, g in our["hateful_memes"].items()}
     paper_a1 = {c: g[g["alpha"] == 1.0] for c, g in paper["hateful_memes"].items()}
@@ -125,7 +125,7 @@ publish(fig, "fig_fig2")
 # then our grid and the paper's as heatmaps of the gain (blue = better than the baseline).
 
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 def publish_dataset(ds):
     name = figures.DATASET_LABELS[ds]
     if ds not in our:
@@ -259,7 +259,7 @@ for ds in datasets:
 
 # %%
 sel = pd.concat([report.select(runs, by=by, methods=("wma",)) for by in ("dev", "test")], ignore_index=True)
-sel = sel[sel["test_case"] == "normal"]
+sel = sel[(sel["test_case"] == "normal") & (sel["metric"] == sel["dataset"].map(metric_of))]
 rows = []
 for r in sel.itertuples(index=False):
     rows.append({"dataset": figures.DATASET_LABELS[r.dataset], "chosen on": r.by, "α": r.alpha, "β": r.beta,

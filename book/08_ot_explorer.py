@@ -86,7 +86,7 @@ print(f"{len(records)} runs across {len(datasets)} datasets")
 # mean test OT distance relative to D0, against β. A run that reached its target would sit on the
 # dashed diagonal (D / D0 = β); the baseline shows where the task alone takes the distance.
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 publish(figures.d_vs_beta(records, title="Mean test OT distance / D0 against β (normal test case)"), "fig_d_vs_beta")
 
 # %% [markdown]
@@ -96,6 +96,13 @@ publish(figures.d_vs_beta(records, title="Mean test OT distance / D0 against β 
 # Mean OT distance on the unperturbed test set relative to D0, per dataset, against β, one line
 # per α. Dashed: WMA's target β·D0; grey: the baseline; β = 0 is minimise-OT.
 # ```
+#
+# The same numbers per run, with each run's headline metric on the unperturbed test set:
+
+# %%
+display(figures.show_table(figures.distance_table(records), caption="Where each run's OT distances ended (test set, normal)"))
+
+# %% [markdown]
 #
 # ## Explore one run at a time
 #
@@ -117,7 +124,7 @@ for (ds, a, b), rec in by_cell.items():
     plt.close(fig)
 display(HTML(figures.slider_html(images, datasets, {ds: alphas for ds in datasets}, {ds: betas for ds in datasets})))
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 import ipywidgets as widgets  # noqa: E402  (the live version: JupyterLab only)
 
 w_ds = widgets.Dropdown(options=[(figures.DATASET_LABELS[d], d) for d in datasets], description="dataset")

@@ -109,7 +109,7 @@ if len(ipot_df):
 else:
     print("no IPOT benchmark files")
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 if len(ipot_df) and ipot_df["ms"].notna().any():
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(ipot_df)))
     labels = [f"{m}  [{f.removesuffix('.json')}]" for m, f in zip(ipot_df["method"], ipot_df["file"])]
@@ -162,7 +162,7 @@ if len(step_df):
 else:
     print("no training-step benchmark files")
 
-# %% tags=["remove-output"]
+# %% tags=["hide-input", "remove-output"]
 if len(step_df) and step_df["ms"].notna().any():
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(step_df)))
     labels = [f"{k}  [{f.removesuffix('.json')}]" for k, f in zip(step_df["impl/loss"], step_df["file"])]

@@ -1,7 +1,7 @@
 """Build the book: execute every notebook with papermill, then render the HTML with Jupyter Book.
 
     python book/build.py [--jobs 2] [--scale default|smoke|paper] [--only NAMES...] [--no-html]
-                         [--build-dir _build] [--executor ray|local] [--timeout SECONDS]
+                         [--build-dir _build] [--executor ray|local] [--timeout SECONDS] [--html-only]
 
 1. One local Ray instance is started for the whole build (``--jobs`` CPUs, in a helper process
    that owns it) and its address is exported as ``RAY_ADDRESS``, so the training trials of every
@@ -112,13 +112,17 @@ def declared_parameters(path: Path) -> set:
 def execute(name: str, params: dict, out_dir: str, timeout: int | None) -> dict:
     """Run one notebook with papermill (in a worker process); return its status and timing."""
     import papermill as pm
+    import zmq
+    from traitlets.config import Config
 
+    # CurveZMQ-encrypted kernel channels where pyzmq supports them (the kernelspec declares it)
+    config = Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
     t0 = time.perf_counter()
     out = Path(out_dir) / f"{name}.ipynb"
     try:
         pm.execute_notebook(
             str(BOOK / f"{name}.ipynb"), str(out), parameters=params, cwd=str(BOOK), kernel_name="python3",
-            progress_bar=False, log_output=False, execution_timeout=timeout,
+            progress_bar=False, log_output=False, execution_timeout=timeout, config=config,
         )
     except Exception as err:  # noqa: BLE001 - reported by name, the build fails
         return {"name": name, "ok": False, "seconds": time.perf_counter() - t0, "error": _describe(err)}
@@ -189,6 +193,8 @@ def stage_and_render(build_dir: Path, executed: Path) -> float:
         shutil.copy2(ROOT / f, stage / f)
     for md in BOOK.glob("*.md"):
         shutil.copy2(md, stage / "book" / md.name)
+    if (BOOK / "_static").is_dir():  # Jupyter Book loads every CSS file in <root>/_static
+        shutil.copytree(BOOK / "_static", stage / "_static")
     missing = [n for n in NOTEBOOKS if not (executed / f"{n}.ipynb").exists()]
     if missing:
         raise SystemExit(f"[build] no executed copy of {missing} in {executed}: run them first (without --only)")
@@ -215,12 +221,15 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", default="default", choices=["smoke", "default", "paper"])
     ap.add_argument("--only", nargs="+", metavar="NAME", help="execute only these notebooks (others: reuse earlier executed copies)")
     ap.add_argument("--no-html", action="store_true", help="execute only, do not render")
+    ap.add_argument("--html-only", action="store_true", help="render only, from the executed copies of an earlier build")
     ap.add_argument("--build-dir", default=str(ROOT / "_build"), help="where executed notebooks, figures and HTML go")
     ap.add_argument("--executor", default="ray", choices=["ray", "local"], help="'local': no Ray, trials run inside each notebook")
     ap.add_argument("--timeout", type=int, default=None, help="per-cell execution timeout in seconds")
     args = ap.parse_args(argv)
 
     names = NOTEBOOKS if not args.only else [n.removesuffix(".ipynb").removesuffix(".py") for n in args.only]
+    if args.html_only:
+        names = []
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         ap.error(f"unknown notebooks {unknown}; choose from {NOTEBOOKS}")

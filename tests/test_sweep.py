@@ -72,7 +72,7 @@ def test_local_executor_writes_records_and_rerun_changes_nothing(data_home, tmp_
     recs = run_trials(configs, results, executor="local", cpus_per_trial=1, progress=False)
     assert torch.get_num_threads() == 2  # the caller's thread count is restored
     keys = keys_of(configs)
-    assert [r["key"] for r in recs] == keys
+    assert [r["key"] for r in recs] == keys, [r["config"] for r in recs]
     assert [r["config"]["method"] for r in recs] == ["baseline", "wma"]
     store = ResultsStore(results)
     assert sorted(p.stem for p in store.records_dir.glob("*.json")) == sorted(keys)
@@ -238,8 +238,9 @@ def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tm
     for name, (data, mtime) in before.items():
         assert after[name] == (data, mtime), f"{name} was rewritten by the resumed sweep"
     resumed = started(log)[len(started_before):]
-    assert not set(resumed) & finished_before, "a trial finished before the kill was started again"
-    assert sorted(resumed) == sorted(expected - finished_before)  # each missing trial started exactly once
+    why = f"finished before the kill: {sorted(finished_before)}\ntrial log:\n{log.read_text()}\nrun 2:\n{res2.stderr[-3000:]}"
+    assert not set(resumed) & finished_before, "a trial finished before the kill was started again\n" + why
+    assert sorted(resumed) == sorted(expected - finished_before), why  # each missing trial started exactly once
     store = ResultsStore(results)
     for key in expected:
         rec = store.get(key)
@@ -253,5 +254,5 @@ def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tm
     res3 = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, start_new_session=True)
     assert res3.returncode == 0, res3.stdout + res3.stderr
     assert snapshot(records_dir) == after
-    assert started(log) == started_before + resumed
+    assert started(log) == started_before + resumed, f"{why}\nrun 3:\n{res3.stderr[-3000:]}"
 

@@ -164,23 +164,30 @@ def comparison_table(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
 
 
 def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
-    """One-row summary of a prepared dataset (and the profile that trains on it)."""
+    """A prepared dataset (and the profile that trains on it) as a two-column table."""
+    ds = manifest["dataset"]
     dropped = manifest.get("dropped") or {}
     n_dropped = sum(sum(v.values()) if isinstance(v, dict) else int(v) for v in dropped.values())
     reasons = sorted({r for v in dropped.values() if isinstance(v, dict) for r in v})
-    row = {
-        "dataset": DATASET_LABELS.get(manifest["dataset"], manifest["dataset"]),
-        "task": manifest["task"]["kind"],
-        "outputs": manifest["task"]["n_out"],
+
+    def per_dataset(v):
+        return v.get(ds) if isinstance(v, dict) else v
+
+    rows = {
+        "dataset": DATASET_LABELS.get(ds, ds),
+        "task": f"{manifest['task']['kind']} ({manifest['task']['n_out']} outputs)",
         "modalities": ", ".join(manifest["modalities"]),
-        "train / dev / test": " / ".join(str(manifest["splits"][s]) for s in ("train", "dev", "test")),
-        "dropped": f"{n_dropped} ({'; '.join(reasons)})" if n_dropped else "0",
+        "samples train / dev / test": " / ".join(str(manifest["splits"][s]) for s in ("train", "dev", "test")),
+        "samples dropped by the converter": f"{n_dropped} ({'; '.join(reasons)})" if n_dropped else "0",
         "headline metric": metric_label(manifest["task"]["headline_metric"]),
     }
     if profile is not None:
-        row.update({"scale": profile.name, "model": profile.model, "max epochs": profile.epochs,
-                    "batch": profile.batch_size.get(manifest["dataset"]), "lr": profile.lr.get(manifest["dataset"])})
-    return pd.DataFrame([row])
+        rows.update({
+            "scale": profile.name, "model": profile.model, "max epochs": per_dataset(profile.epochs),
+            "batch size": per_dataset(profile.batch_size), "learning rate": per_dataset(profile.lr),
+            "seeds": ", ".join(str(x) for x in profile.seeds),
+        })
+    return pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]})
 
 
 def runs_table(records) -> pd.DataFrame:
@@ -190,7 +197,7 @@ def runs_table(records) -> pd.DataFrame:
         c = rec["config"]
         m = rec.get("headline_metric")
         rows.append({
-            "method": c["method"], "α": c["alpha"], "β": c["beta"] if c["method"] != "baseline" else np.nan,
+            "method": c["method"], "α": f"{c['alpha']:g}", "β": f"{c['beta']:g}" if c["method"] != "baseline" else "–",
             "target": c.get("target", "init") if c["method"] != "baseline" else "",
             "seed": c["seed"], "epochs run": rec.get("epochs_run"), "best epoch": rec.get("best_epoch"),
             "D0 (mean over pairs)": float(np.mean(list(rec["d0"].values()))) if rec.get("d0") else np.nan,
@@ -508,12 +515,13 @@ def _heat(ax, table: pd.DataFrame, *, title: str, cmap: str, center: float | Non
     vals = table.to_numpy(dtype=float)
     finite = vals[np.isfinite(vals)]
     if center is not None and len(finite):
-        span = max(float(np.abs(finite - center).max()), 1e-9)
+        # the 95th percentile, so that one outlier cell does not wash out the rest
+        span = max(float(np.percentile(np.abs(finite - center), 95)), 1e-9)
         vmin, vmax = center - span, center + span
     else:
         vmin, vmax = (finite.min(), finite.max()) if len(finite) else (0, 1)
     im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(table.shape[1]), [f"{b:g}" for b in table.columns], fontsize=7)
+    ax.set_xticks(range(table.shape[1]), [f"{b:g}" for b in table.columns], fontsize=7, rotation=90 if table.shape[1] > 6 else 0)
     ax.set_yticks(range(table.shape[0]), [f"{a:g}" for a in table.index], fontsize=7)
     ax.set_xlabel("β")
     ax.set_ylabel("α")
@@ -600,9 +608,9 @@ def grid_heatmaps(frames: dict, *, value: str = "gain", metric: str = "", title:
     the metric itself.
     """
     cases = list(frames)
-    ncol = min(4, max(1, len(cases)))
+    ncol = min(3, max(1, len(cases)))
     nrow = max(1, math.ceil(len(cases) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 3.0 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
     for ax, case in zip(axes.flat, cases):
         t = frames[case].pivot_table(index="alpha", columns="beta", values=value, aggfunc="mean").sort_index().sort_index(axis=1)
         if value == "gain":
@@ -637,9 +645,9 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
     (symlog, so β = 0, minimise-OT, is shown).
     """
     cases = list(ours)
-    ncol = min(4, len(cases))
+    ncol = min(3, len(cases))
     nrow = math.ceil(len(cases) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 3.0 * nrow), squeeze=False, sharey=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.1 * nrow), squeeze=False, sharey=False)
     our_alphas = sorted({a for df in ours.values() for a in df["alpha"]})
     cmap = plt.get_cmap("viridis", max(2, len(our_alphas) + 1))
     paper_alphas = sorted({a for df in (paper or {}).values() for a in df["alpha"]})
@@ -687,7 +695,9 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     c = record["config"]
     pairs = _pairs(record)
     regularised = c["alpha"] > 0 and c.get("target", "init") == "init"
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig = plt.figure(figsize=(11, 7.2))
+    gs = fig.add_gridspec(2, 2, height_ratios=[1, 1])
+    ax1, ax2, ax3 = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[1, :])
     dists = [np.asarray(record["distances"]["normal"][p]) for p in pairs]
     hi = max([d.max() for d in dists if len(d)] + [max(record["d0"].values()) * max(c["beta"], 1.0) * 1.05 if regularised else 0.0])
     edges = np.linspace(0, max(hi, 1e-3) * 1.02, 31)
@@ -733,7 +743,7 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     if len(allv):
         pad = 0.1 * (allv.max() - allv.min()) + 0.02
         ax3.set_ylim(max(0, allv.min() - pad), allv.max() + pad)
-    ax3.set_xticks(x, [case_label(k) for k in cases], rotation=35, ha="right", fontsize=7)
+    ax3.set_xticks(x, [case_label(k) for k in cases], fontsize=8)
     ax3.set_ylabel(metric_label(metric))
     ax3.set_title("test metric per test case", fontsize=9)
     ax3.legend(fontsize=7)
@@ -749,6 +759,24 @@ def d_ratio(record: dict, test_case: str = "normal") -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def distance_table(records) -> pd.DataFrame:
+    """Per run: dataset, α, β, seed, D0 and mean test D (means over pairs), D / D0, the target β, the headline metric (normal test)."""
+    rows = []
+    for r in records:
+        c = r["config"]
+        m = r.get("headline_metric")
+        pairs = _pairs(r)
+        rows.append({
+            "dataset": DATASET_LABELS.get(c["dataset"], c["dataset"]), "method": c["method"], "α": f"{c['alpha']:g}",
+            "β": f"{c['beta']:g}" if c["method"] != "baseline" else "–", "seed": c["seed"],
+            "D0": float(np.mean([r["d0"][p] for p in pairs])),
+            "mean test D": float(np.mean([np.mean(r["distances"]["normal"][p]) for p in pairs])),
+            "D / D0": d_ratio(r), "target D / D0": c["beta"] if c["alpha"] > 0 and c.get("target", "init") == "init" else np.nan,
+            "metric": m, "test (normal)": r["metrics"]["normal"].get(m, np.nan),
+        })
+    return pd.DataFrame(rows)
+
+
 def d_vs_beta(records, *, title: str = ""):
     """OT distance against β: mean test D / D0 per dataset (panels) and α (lines).
 
@@ -759,8 +787,12 @@ def d_vs_beta(records, *, title: str = ""):
              "method": r["config"]["method"], "ratio": d_ratio(r)} for r in records if r["config"].get("target", "init") == "init"]
     df = pd.DataFrame(rows)
     dss = list(dict.fromkeys(df["dataset"])) if len(df) else []
-    fig, axes = plt.subplots(1, max(1, len(dss)), figsize=(3.8 * max(1, len(dss)), 3.4), squeeze=False)
-    for ax, ds in zip(axes[0], dss):
+    ncol = min(2, max(1, len(dss)))
+    nrow = max(1, math.ceil(len(dss) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow), squeeze=False)
+    for ax in list(axes.flat)[len(dss):]:
+        ax.axis("off")
+    for ax, ds in zip(axes.flat, dss):
         sub = df[df["dataset"] == ds]
         reg = sub[sub["method"] != "baseline"]
         alphas = sorted(reg["alpha"].unique())
@@ -838,6 +870,14 @@ def slider_html(images: dict, datasets: list, alphas: dict, betas: dict, *, elem
   }}
   ds.addEventListener("change", function() {{ setRanges(); show(); }});
   a.addEventListener("input", show); b.addEventListener("input", show);
+  // a link may choose the view: #{eid}=<dataset>,<alpha>,<beta>
+  var m = decodeURIComponent(location.hash).match(/{eid}=([^,]+),([^,]+),([^,&]+)/);
+  if (m && data.alphas[m[1]]) {{
+    ds.value = m[1]; setRanges();
+    var ia = data.alphas[m[1]].indexOf(+m[2]), ib = data.betas[m[1]].indexOf(+m[3]);
+    if (ia >= 0) a.value = ia;
+    if (ib >= 0) b.value = ib;
+  }}
   setRanges(); show();
 }})();
 </script>
