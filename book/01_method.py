@@ -253,7 +253,7 @@ def toy_finetune(alpha, beta, target="init", n_steps=steps, lr=0.02):
 alphas, betas = [0.2, 1.0, 5.0], [0.0, 0.5, 1.0, 1.5]
 traces = {(a, b): toy_finetune(a, b) for a in alphas for b in betas}
 d0_toy = traces[(alphas[0], betas[0])][1]
-final = pd.DataFrame([{"α": a, "β": b, "target β·D0": b * d0_toy, "final mean D": tr[-1], "final D / D0": tr[-1] / d0_toy}
+final = pd.DataFrame([{"α": f"{a:g}", "β": f"{b:g}", "target β·D0": b * d0_toy, "final mean D": tr[-1], "final D / D0": tr[-1] / d0_toy}
                       for (a, b), (tr, _) in traces.items()])
 display(figures.show_table(final, caption=f"Toy fine-tuning: where the mean OT distance settles (D0 = {d0_toy:.3f})"))
 
@@ -287,9 +287,11 @@ publish(fig, "fig_toy_alpha_beta")
 # ($\beta \cdot \frac{1}{bs}\sum_j D_j$), while its text says the basis is the mean over the first
 # batch at initialisation. The library implements both (`target="init"`, the default, and
 # `target="batch"`, with the batch mean detached). With the batch mean the target moves with D:
-# for β < 1 every step asks for less than the current mean, so D drifts towards 0; for β > 1 it
-# drifts up until the cost saturates; only β = 1 is stable, and then the term only shrinks the
-# spread of D around its mean. The ablation chapter measures this on the real training runs.
+# for β < 1 every step asks for less than the current mean, for β > 1 for more, whatever D already
+# is, so D keeps moving until something else stops it (here the stand-in task term, in general
+# also the cosine cost's ceiling of 2) and ends further from D0 than under the fixed target. At
+# β = 1 the two readings differ only in that the batch one merely shrinks the spread of D around
+# its current mean. The ablation chapter measures this on the real training runs.
 
 # %% tags=["hide-input", "remove-output"]
 fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -310,8 +312,9 @@ publish(fig, "fig_targets")
 # ```{glue:figure} fig_targets
 # :name: fig-method-targets
 #
-# The two readings of the target on the toy problem. With the fixed target the distance settles;
-# with the moving batch-mean target it keeps drifting unless β = 1.
+# The two readings of the target on the toy problem. With the fixed target the distance settles
+# near β·D0 (as far as the task term lets it); with the moving batch-mean target it drifts until the
+# task term balances it, further from D0 (much further for β = 1.5), except at β = 1.
 # ```
 #
 # ## From the toy to the transformer

@@ -117,8 +117,8 @@ publish(figures.comparison_figure(cmp1, a="baseline", b="wma", title=f"MM-IMDb: 
 # ```{glue:figure} fig_table1
 # :name: fig-mmimdb-table1
 #
-# MM-IMDb, Table 1. Left: our baseline and WMA per test case (mean over seeds, 95% CI) with the
-# paper's numbers as black markers. Right: WMA's gain over the baseline, ours with its 95% CI and
+# MM-IMDb, Table 1. Top: our baseline and WMA per test case (mean over seeds, 95% CI) with the
+# paper's numbers as black markers. Bottom: WMA's gain over the baseline, ours with its 95% CI and
 # the paper's as a black cross.
 # ```
 #

@@ -116,8 +116,8 @@ publish(figures.comparison_figure(cmp1, a="baseline", b="wma", title=f"CMU-MOSEI
 # ```{glue:figure} fig_table1
 # :name: fig-mosei-table1
 #
-# CMU-MOSEI, Table 1. Left: our baseline and WMA per test case (mean over seeds, 95% CI) with the
-# paper's numbers as black markers. Right: WMA's gain over the baseline, ours with its 95% CI and
+# CMU-MOSEI, Table 1. Top: our baseline and WMA per test case (mean over seeds, 95% CI) with the
+# paper's numbers as black markers. Bottom: WMA's gain over the baseline, ours with its 95% CI and
 # the paper's as a black cross.
 # ```
 #

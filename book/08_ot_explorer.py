@@ -46,7 +46,7 @@ lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
 executor: str = "ray"  # "ray" | "local": how missing training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
-dpi: int = 56  # resolution of the pre-rendered views embedded in the static page
+dpi: int = 66  # resolution of the pre-rendered views embedded in the static page
 
 # %%
 import matplotlib.pyplot as plt
@@ -107,9 +107,10 @@ display(figures.show_table(figures.distance_table(records), caption="Where each 
 # ## Explore one run at a time
 #
 # Choose a dataset and move the α and β sliders. α = 0 is the baseline (β has no effect there).
-# Left: the per-sample OT distance on the test set, per modality pair, with D0 (dashed) and β·D0
-# (dotted). Middle: the mean D over the epochs (solid: dev set, dashed: training batches) and the
-# target. Right: the headline metric per test case, the run beside the baseline.
+# Top left: the per-sample OT distance on the test set, per modality pair, with D0 (dashed) and
+# β·D0 (dotted). Top right: the mean D over the epochs (solid: dev set, dashed: training batches)
+# and the target. Bottom: the headline metric per test case, the run beside the baseline. A link
+# can open a given view, e.g. `08_ot_explorer.html#wma-explorer=mmimdb,1,2`.
 #
 # Every combination is pre-rendered below, so the sliders work in the static book without a
 # Python kernel. In JupyterLab, the live ipywidgets version after it redraws from the records.

@@ -36,7 +36,7 @@
 scale: str = "default"  # "smoke" | "default" | "paper": not used here (the benchmarks run separately)
 results_glob: str = "benchmarks/results/*.json"  # benchmark result files, relative to the repository root
 
-# %%
+# %% tags=["hide-input"]
 import json
 
 import matplotlib.pyplot as plt
@@ -86,8 +86,9 @@ if len(overview):
 # %% [markdown]
 # ## One batched IPOT solve
 #
-# Median time per call of each method. `speedup_vs_eager` compares with the reference loop on the
-# same machine; `rel_err_vs_emd` is the relative error of the distance against the exact EMD.
+# Median time per call of each method (the machine of each file is in the table above).
+# `speedup vs eager` compares with the reference loop on the same machine; the relative error is
+# that of the distance against the exact EMD.
 
 # %%
 rows = []
@@ -98,7 +99,7 @@ for name, r in results.items():
     for method, v in (r.get("methods") or {}).items():
         if not isinstance(v, dict):
             continue
-        rows.append({"file": name, "machine": machine_text(r), "method": method, "ms": v.get("ms"),
+        rows.append({"file": name, "method": method, "ms": v.get("ms"),
                      "speedup vs eager": v.get("speedup_vs_eager"), "compile s": v.get("compile_s"),
                      "rel. error vs EMD (mean)": (err.get(method) or {}).get("mean"), "error": v.get("error")})
 ipot_df = pd.DataFrame(rows)
@@ -114,8 +115,10 @@ if len(ipot_df) and ipot_df["ms"].notna().any():
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(ipot_df)))
     labels = [f"{m}  [{f.removesuffix('.json')}]" for m, f in zip(ipot_df["method"], ipot_df["file"])]
     ax.barh(labels, ipot_df["ms"], color=["#1f77b4" if "gpu" in str(results[f].get("measured_on")) else "#7f7f7f" for f in ipot_df["file"]])
-    ax.set_xscale("log")
-    ax.set_xlabel("ms per call (log scale; grey: CPU, blue: GPU)")
+    wide = ipot_df["ms"].max() / max(ipot_df["ms"].min(), 1e-9) > 20
+    if wide:
+        ax.set_xscale("log")
+    ax.set_xlabel("ms per call" + (" (log scale)" if wide else "") + "; grey: CPU, blue: GPU")
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3, which="both")
     fig.tight_layout()
@@ -127,8 +130,8 @@ publish(fig, "fig_ipot")
 # ```{glue:figure} fig_ipot
 # :name: fig-perf-ipot
 #
-# Time of one batched IPOT solve per method and result file (log scale). Each bar's machine is in
-# the table above.
+# Time of one batched IPOT solve per method and result file. Each file's machine is in the first
+# table.
 # ```
 #
 # ## One training step
@@ -146,13 +149,13 @@ for name, r in results.items():
     for key, v in (r.get("results") or {}).items():
         if not isinstance(v, dict):
             continue
-        rows.append({"file": name, "machine": machine_text(r), "config": r.get("config"), "dtype": r.get("dtype"),
+        rows.append({"file": name, "config": r.get("config"), "dtype": r.get("dtype"), "compile": r.get("compile"),
                      "batch": (r.get("shape") or {}).get("batch"), "impl/loss": key, "ms": v.get("ms"),
                      "samples/s": v.get("samples_per_s"), "first step s": v.get("first_step_s"),
-                     "peak MiB": (v.get("peak_mem_bytes") or np.nan) / 2**20 if v.get("peak_mem_bytes") else np.nan,
+                     "peak MiB": v.get("peak_mem_mb", np.nan),
                      "MFU": v.get("mfu")})
     for impl, ratio in (r.get("wma_over_baseline_time") or {}).items():
-        overhead.append({"file": name, "machine": machine_text(r), "config": r.get("config"), "implementation": impl,
+        overhead.append({"file": name, "config": r.get("config"), "implementation": impl,
                          "WMA step time / baseline step time": ratio})
 step_df = pd.DataFrame(rows)
 if len(step_df):
@@ -168,8 +171,10 @@ if len(step_df) and step_df["ms"].notna().any():
     labels = [f"{k}  [{f.removesuffix('.json')}]" for k, f in zip(step_df["impl/loss"], step_df["file"])]
     colors = [figures.COLORS["wma"] if k.endswith("wma") else figures.COLORS["baseline"] for k in step_df["impl/loss"]]
     ax.barh(labels, step_df["ms"], color=colors)
-    ax.set_xscale("log")
-    ax.set_xlabel("ms per training step (log scale; blue: with WMA)")
+    wide = step_df["ms"].max() / max(step_df["ms"].min(), 1e-9) > 20
+    if wide:
+        ax.set_xscale("log")
+    ax.set_xlabel("ms per training step" + (" (log scale)" if wide else "") + "; blue: with WMA")
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3, which="both")
     fig.tight_layout()
@@ -181,9 +186,33 @@ publish(fig, "fig_step")
 # ```{glue:figure} fig_step
 # :name: fig-perf-step
 #
-# Time of one training step per implementation and loss, per result file (log scale).
+# Time of one training step per implementation and loss, per result file.
 # ```
 #
+# ## Other benchmarks
+#
+# Result files of other benchmarks (for instance the data loader's) are listed with their scalar
+# results as they are.
+
+# %%
+known = {"ipot", "train_step"}
+for name, r in results.items():
+    if r.get("benchmark") in known:
+        continue
+    flat = {}
+    for k, v in r.items():
+        if k in ("machine", "benchmark"):
+            continue
+        if isinstance(v, dict):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items() if not isinstance(vv, (dict, list))})
+        elif not isinstance(v, list):
+            flat[k] = v
+    table = pd.DataFrame({"result": list(flat), "value": [str(v) for v in flat.values()]})
+    display(figures.show_table(table, caption=f"{name}: benchmark '{r.get('benchmark')}' on {machine_text(r)}"))
+if all(r.get("benchmark") in known for r in results.values()):
+    print("no other benchmark files")
+
+# %% [markdown]
 # ## Training throughput of this book's runs
 #
 # Every training record also stores its own timings and the machine it ran on. These are the

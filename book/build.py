@@ -5,8 +5,10 @@
 
 1. One local Ray instance is started for the whole build (``--jobs`` CPUs, in a helper process
    that owns it) and its address is exported as ``RAY_ADDRESS``, so the training trials of every
-   notebook share the same ``--jobs`` slots. It is always shut down at the end (also on Ctrl-C,
-   and if this process is killed: the helper exits when its stdin closes).
+   notebook share the same ``--jobs`` slots. It is always shut down at the end (also on Ctrl-C or
+   SIGTERM, which stop the running notebooks too; and if this process is killed outright, the
+   helper exits when its stdin closes). Finished training runs stay in the results store, so the
+   next build resumes.
 2. The notebooks run with papermill in ``--jobs`` worker processes, with ``cwd=book/``; executed
    copies go to ``<build-dir>/executed/<name>.ipynb`` (never into ``book/*.ipynb``). A notebook
    waits for the notebooks whose runs it reuses (:data:`DEPENDS`); among the ready ones the
@@ -17,6 +19,9 @@
    renders it; the HTML ends up in ``<build-dir>/html``. Jupyter Book does not execute anything
    (``execute_notebooks: "off"``), and any warning fails the build.
 4. Timings per notebook and in total are printed (and written to ``<build-dir>/timings.json``).
+
+``--only`` executes some notebooks and renders with the earlier executed copies of the others;
+``--html-only`` only renders; ``--no-html`` only executes.
 
 Everything generated goes to the build folder and to the data folder (``_data/`` or
 ``$WMA_DATA``), both ignored by git: the working tree stays clean.
@@ -31,6 +36,7 @@ import multiprocessing as mp
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -125,7 +131,8 @@ def execute(name: str, params: dict, out_dir: str, timeout: int | None) -> dict:
             progress_bar=False, log_output=False, execution_timeout=timeout, config=config,
         )
     except Exception as err:  # noqa: BLE001 - reported by name, the build fails
-        return {"name": name, "ok": False, "seconds": time.perf_counter() - t0, "error": _describe(err)}
+        where = f"\n(the executed copy with the error: {out})" if out.exists() else ""
+        return {"name": name, "ok": False, "seconds": time.perf_counter() - t0, "error": _describe(err) + where}
     return {"name": name, "ok": True, "seconds": time.perf_counter() - t0}
 
 
@@ -152,7 +159,8 @@ def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: 
     pending = sorted(names, key=PRIORITY.index)
     done, failed, results, running = set(), False, [], {}
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    try:
         while pending or running:
             if not failed:
                 for n in list(pending):
@@ -178,6 +186,12 @@ def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: 
                 else:
                     failed = True
                     print(f"[build] FAILED {n}  {res['seconds']:.0f} s\n{res['error']}", flush=True)
+    except BaseException:  # Ctrl-C / SIGTERM: stop the notebooks now (their kernels exit with them)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     for n in pending:
         results.append({"name": n, "ok": False, "seconds": 0.0, "error": "not run (an earlier notebook failed)"})
     return results
@@ -215,6 +229,10 @@ def stage_and_render(build_dir: Path, executed: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="notebooks run at once, and Ray's CPU slots for training trials")
@@ -239,6 +257,8 @@ def main(argv=None) -> int:
     if args.executor != "ray":
         params["executor"] = args.executor
     os.environ["WMA_BUILD_DIR"] = str(build_dir)
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so Ray and the notebooks are stopped in order
+    signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # no debugger warning from each kernel
 
     t0 = time.perf_counter()

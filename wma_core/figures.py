@@ -116,10 +116,18 @@ def _ci_text(m, lo, hi, digits=3) -> str:
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _pm_text(m, lo, hi, digits=3) -> str:
+    if m != m:
+        return "–"
+    if lo != lo or hi != hi:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+
+
 def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", paper: bool = True) -> pd.DataFrame:
     """A :func:`wma_core.report.comparison` frame as display columns (paper beside ours).
 
-    Columns: test case, the paper's a and b and its gain, our a and b (mean [95% CI]), our
+    Columns: test case, the paper's a and b and its gain, our a and b (mean ± 95% CI half-width), our
     gain (mean [95% CI], positive = b better), paired p-value, seeds, and whether the paper's
     gain lies within our seed noise (``gain_in_noise``). ``paper=False`` drops the paper's columns
     (comparisons the paper did not make).
@@ -131,8 +139,8 @@ def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
             f"paper {a_label}": r.paper_a,
             f"paper {b_label}": r.paper_b,
             "paper gain": r.paper_gain,
-            f"ours {a_label}": _ci_text(r.a_mean, r.a_lo, r.a_hi),
-            f"ours {b_label}": _ci_text(r.b_mean, r.b_lo, r.b_hi),
+            f"ours {a_label}": _pm_text(r.a_mean, r.a_lo, r.a_hi),
+            f"ours {b_label}": _pm_text(r.b_mean, r.b_lo, r.b_hi),
             "ours gain [95% CI]": _ci_text(r.diff_mean, r.diff_lo, r.diff_hi),
             "p (paired t)": r.p_value,
             "seeds": r.n_seeds,
@@ -199,7 +207,7 @@ def runs_table(records) -> pd.DataFrame:
         rows.append({
             "method": c["method"], "α": f"{c['alpha']:g}", "β": f"{c['beta']:g}" if c["method"] != "baseline" else "–",
             "target": c.get("target", "init") if c["method"] != "baseline" else "",
-            "seed": c["seed"], "epochs run": rec.get("epochs_run"), "best epoch": rec.get("best_epoch"),
+            "seed": c["seed"], "best epoch": f"{rec.get('best_epoch')} of {rec.get('epochs_run')}",
             "D0 (mean over pairs)": float(np.mean(list(rec["d0"].values()))) if rec.get("d0") else np.nan,
             f"dev {m}": (rec.get("dev_metrics") or {}).get(m, np.nan),
             f"test {m} (normal)": rec["metrics"]["normal"].get(m, np.nan),
@@ -265,8 +273,8 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
                       b_label: str | None = None, title: str = ""):
     """Two panels per comparison frame.
 
-    Left: our mean per test case for a and b (bars, 95% CI error bars) with the paper's
-    numbers as black markers (○ a, ◆ b). Right: the gain of b over a (positive = b better):
+    Top: our mean per test case for a and b (bars, 95% CI error bars) with the paper's
+    numbers as black markers (○ a, ◆ b). Bottom: the gain of b over a (positive = b better):
     ours with its 95% CI, the paper's as a black ×; a zero line.
     """
     a_label = a_label or METHOD_LABELS.get(a, a)
@@ -274,7 +282,7 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     cases = list(cmp["test_case"])
     x = np.arange(len(cases))
     metric = cmp["metric"].iloc[0] if len(cmp) else ""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1.35, 1]})
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8.5, 7.4))
     w = 0.38
     for off, pre, color, label in ((-w / 2, "a", COLORS.get(a, "#7f7f7f"), a_label), (w / 2, "b", COLORS.get(b, "#1f77b4"), b_label)):
         m, lo, hi = (cmp[f"{pre}_{k}"].to_numpy(dtype=float) for k in ("mean", "lo", "hi"))
@@ -297,10 +305,10 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
         if bounded:
             hi_v = min(1.0, hi_v)
         ax1.set_ylim(lo_v, hi_v)
-    ax1.set_xticks(x, [case_label(c) for c in cases], rotation=30, ha="right")
+    ax1.set_xticks(x, [case_label(c) for c in cases], rotation=20 if len(cases) > 5 else 0)
     ax1.set_ylabel(metric_label(metric))
     ax1.set_title("ours (mean, 95% CI) and the paper's numbers")
-    ax1.legend(fontsize=7, ncol=2, loc="lower left")
+    ax1.legend(fontsize=8, ncol=2, loc="lower left")
     ax1.grid(axis="y", alpha=0.3)
 
     d, dlo, dhi = (cmp[k].to_numpy(dtype=float) for k in ("diff_mean", "diff_lo", "diff_hi"))
@@ -316,10 +324,10 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
         if bounded:
             span = min(span, 1.0)
         ax2.set_ylim(-span, span)
-    ax2.set_xticks(x, [case_label(c) for c in cases], rotation=30, ha="right")
+    ax2.set_xticks(x, [case_label(c) for c in cases], rotation=20 if len(cases) > 5 else 0)
     ax2.set_ylabel("gain (positive = better)")
-    ax2.set_title("gain over " + a_label)
-    ax2.legend(fontsize=7)
+    ax2.set_title(f"gain of {b_label} over {a_label}: ours (95% CI) and the paper's")
+    ax2.legend(fontsize=8)
     ax2.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -361,7 +369,7 @@ def methods_figure(summary: pd.DataFrame, *, colors: dict | None = None, title: 
     labels = list(dict.fromkeys(summary["label"]))
     cases = list(dict.fromkeys(summary["test_case"]))
     metric = summary.attrs.get("metric", "")
-    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(cases) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(min(9.0, max(6.0, 1.2 * len(cases) + 2)), 3.8))
     w = 0.8 / max(1, len(labels))
     default = [COLORS["baseline"], COLORS["min_ot"], COLORS["wma"], COLORS["batch"], "#2ca02c", "#8c564b"]
     x = np.arange(len(cases))
@@ -379,10 +387,10 @@ def methods_figure(summary: pd.DataFrame, *, colors: dict | None = None, title: 
     if len(vals):
         pad = 0.25 * (vals.max() - vals.min()) + 0.03
         ax.set_ylim(max(0.0, vals.min() - pad), vals.max() + pad if metric == "mae" else min(1.0, vals.max() + pad))
-    ax.set_xticks(x, [case_label(c) for c in cases], rotation=30, ha="right")
+    ax.set_xticks(x, [case_label(c) for c in cases], rotation=30 if len(cases) > 5 else 0, ha="right" if len(cases) > 5 else "center")
     ax.set_ylabel(metric_label(metric))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=min(4, len(labels)))
+    ax.legend(fontsize=7, ncol=2)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -437,11 +445,11 @@ def d_trajectory(records, *, title: str = ""):
     """
     records = list(records)
     pairs = _pairs(records[0]) if records else []
-    fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(4.6 * max(1, len(pairs)), 3.4), squeeze=False)
+    fig, axes = _panels(len(pairs), 4.8, 3.6)
     groups: dict[str, list] = {}
     for rec in records:
         groups.setdefault(_label(rec), []).append(rec)
-    for ax, pair in zip(axes[0], pairs):
+    for ax, pair in zip(axes.flat, pairs):
         for label, recs in groups.items():
             color = _color(recs[0])
             for split, ls in (("dev", "-"), ("train", "--")):
@@ -466,12 +474,22 @@ def d_trajectory(records, *, title: str = ""):
         ax.set_xlabel("epoch (0 = D0, first batch at initialisation)")
         ax.set_ylabel("mean OT distance D")
         ax.grid(alpha=0.3)
-    if len(axes[0]):
-        axes[0][0].legend(fontsize=7)
+    if pairs:
+        axes.flat[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _panels(n: int, w: float, h: float, ncol_max: int = 2):
+    """A grid of ``n`` panels, at most ``ncol_max`` per row; unused axes switched off."""
+    ncol = min(ncol_max, max(1, n))
+    nrow = max(1, math.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
 
 
 def d_histogram(records, *, test_case: str = "normal", title: str = "", bins: int = 30):
@@ -482,11 +500,11 @@ def d_histogram(records, *, test_case: str = "normal", title: str = "", bins: in
     """
     records = list(records)
     pairs = _pairs(records[0]) if records else []
-    fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(4.6 * max(1, len(pairs)), 3.3), squeeze=False)
+    fig, axes = _panels(len(pairs), 4.8, 3.5)
     groups: dict[str, list] = {}
     for rec in records:
         groups.setdefault(_label(rec), []).append(rec)
-    for ax, pair in zip(axes[0], pairs):
+    for ax, pair in zip(axes.flat, pairs):
         all_d = np.concatenate([np.asarray(r["distances"][test_case][pair]) for r in records])
         edges = np.linspace(min(all_d.min(), 0.0), max(all_d.max(), 1e-3), bins + 1) if len(all_d) else bins
         d0 = float(np.mean([r["d0"][pair] for r in records]))
@@ -526,7 +544,7 @@ def _heat(ax, table: pd.DataFrame, *, title: str, cmap: str, center: float | Non
     ax.set_xlabel("β")
     ax.set_ylabel("α")
     ax.set_title(title, fontsize=9)
-    if table.size <= 80:
+    if table.size <= 40:
         for i in range(table.shape[0]):
             for j in range(table.shape[1]):
                 if np.isfinite(vals[i, j]):
@@ -608,9 +626,7 @@ def grid_heatmaps(frames: dict, *, value: str = "gain", metric: str = "", title:
     the metric itself.
     """
     cases = list(frames)
-    ncol = min(3, max(1, len(cases)))
-    nrow = max(1, math.ceil(len(cases) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    fig, axes = _panels(len(cases), 5.0, 3.4)
     for ax, case in zip(axes.flat, cases):
         t = frames[case].pivot_table(index="alpha", columns="beta", values=value, aggfunc="mean").sort_index().sort_index(axis=1)
         if value == "gain":
@@ -618,8 +634,6 @@ def grid_heatmaps(frames: dict, *, value: str = "gain", metric: str = "", title:
         else:
             im = _heat(ax, t, title=f"{case_label(case)}: {metric_label(metric)}", cmap="viridis_r" if metric == "mae" else "viridis")
         fig.colorbar(im, ax=ax, shrink=0.8)
-    for ax in list(axes.flat)[len(cases):]:
-        ax.axis("off")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -645,9 +659,7 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
     (symlog, so β = 0, minimise-OT, is shown).
     """
     cases = list(ours)
-    ncol = min(3, len(cases))
-    nrow = math.ceil(len(cases) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.1 * nrow), squeeze=False, sharey=False)
+    fig, axes = _panels(len(cases), 5.0, 3.3)
     our_alphas = sorted({a for df in ours.values() for a in df["alpha"]})
     cmap = plt.get_cmap("viridis", max(2, len(our_alphas) + 1))
     paper_alphas = sorted({a for df in (paper or {}).values() for a in df["alpha"]})
@@ -671,14 +683,12 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
         ax.set_ylabel("gain over baseline")
         ax.set_title(case_label(case), fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(cases):]:
-        ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=7, bbox_to_anchor=(0.5, -0.02))
+        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, bbox_to_anchor=(0.5, -0.01))
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 5) if handles else 0, 1, 1))
     return fig
 
 
@@ -688,9 +698,9 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
 def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = ""):
     """The OT explorer's three panels for one run (and the baseline beside it).
 
-    1. per-sample D on the test set (normal), every pair, with β·D0 (dotted) and D0 (dashed);
-    2. mean D over training epochs (dev solid, training batches dashed) with the target line;
-    3. the headline metric per test case (the run, and the baseline in grey).
+    1. (top left) per-sample D on the test set (normal), every pair, with β·D0 (dotted) and D0 (dashed);
+    2. (top right) mean D over training epochs (dev solid, training batches dashed) with the target line;
+    3. (bottom) the headline metric per test case (the run, and the baseline in grey).
     """
     c = record["config"]
     pairs = _pairs(record)
