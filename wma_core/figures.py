@@ -308,7 +308,7 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     ax1.set_xticks(x, [case_label(c) for c in cases], rotation=20 if len(cases) > 5 else 0)
     ax1.set_ylabel(metric_label(metric))
     ax1.set_title("ours (mean, 95% CI) and the paper's numbers")
-    ax1.legend(fontsize=8, ncol=2, loc="lower left")
+    ax1.legend(fontsize=8, ncol=2, loc="best", framealpha=0.9)
     ax1.grid(axis="y", alpha=0.3)
 
     d, dlo, dhi = (cmp[k].to_numpy(dtype=float) for k in ("diff_mean", "diff_lo", "diff_hi"))
