@@ -63,7 +63,7 @@ from myst_nb import glue
 
 from data_prep.dataset import read_manifest
 from wma_core import figures, report
-from wma_core.experiments import get_profile, prepare_data, results_dir, run_configs
+from wma_core.experiments import get_profile, method_configs, prepare_data, results_dir
 from wma_core.sweep import run_trials
 
 NB = "05_mosei"
@@ -83,14 +83,10 @@ display(figures.show_table(figures.data_summary(manifest, profile)))
 # changed.
 
 # %%
-common = dict(seeds=seeds, lr=lr, epochs=epochs, device=device, **({"model": model} if model else {}))
-configs = (
-    run_configs(DATASET, data_dir, scale, alphas=(0.0, alpha), betas=(beta,), **common)  # baseline + WMA
-    + run_configs(DATASET, data_dir, scale, alphas=(1.0,), betas=(0.0,), **common)  # minimise OT (Table 2)
-)
+configs = method_configs(DATASET, data_dir, scale, alpha=alpha, beta=beta, model=model,  # baseline, WMA, min-OT
+                         seeds=seeds, lr=lr, epochs=epochs, device=device)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
-runs = report.runs_frame(results_dir(), data_dir=data_dir)
-runs = runs[runs["key"].isin({r["key"] for r in records})]
+runs = report.records_frame(records, results_dir())
 display(figures.show_table(figures.runs_table(records), caption="Training runs of this chapter"))
 
 # %% [markdown]

@@ -53,26 +53,21 @@ from IPython.display import display
 from myst_nb import glue
 
 from wma_core import figures, report
-from wma_core.experiments import DATASETS, PAPER_SELECTED, prepare_data, results_dir, run_configs
+from wma_core.experiments import DATASETS, PAPER_SELECTED, method_configs, prepare_data, results_dir
 from wma_core.sweep import run_trials
 
 NB = "06_ablation"
 publish = figures.Publisher(NB)
 datasets = list(datasets or DATASETS)
-overrides = {"model": model} if model else {}
-common = dict(seeds=seeds, lr=lr, epochs=epochs, device=device, **overrides)
 configs = []
 for ds in datasets:
     a, b = PAPER_SELECTED[ds]
     data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds))
-    configs += (
-        run_configs(ds, data_dir, scale, alphas=(0.0, a), betas=(b,), **common)  # baseline + WMA (init target)
-        + run_configs(ds, data_dir, scale, alphas=(min_ot_alpha,), betas=(0.0,), **common)  # minimise OT
-        + run_configs(ds, data_dir, scale, alphas=(a,), betas=(b,), target="batch", **common)  # WMA, batch target
-    )
+    # baseline, WMA (init target), minimise OT, and WMA with the batch target
+    configs += method_configs(ds, data_dir, scale, alpha=a, beta=b, min_ot_alpha=min_ot_alpha, batch_target=True,
+                              model=model, seeds=seeds, lr=lr, epochs=epochs, device=device)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
-runs = report.runs_frame(results_dir())
-runs = runs[runs["key"].isin({r["key"] for r in records})]
+runs = report.records_frame(records, results_dir())
 print(f"{len(records)} runs over {len(datasets)} datasets")
 
 # %% [markdown]

@@ -86,8 +86,7 @@ for ds in datasets:
                         device=device, **overrides)
     configs += [c for c in cells if c.alpha > 0] + [c for c in cells if c.alpha == 0]  # baselines last
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
-runs = report.runs_frame(results_dir())
-runs = runs[runs["key"].isin({r["key"] for r in records})]
+runs = report.records_frame(records, results_dir())
 print(f"{len(records)} runs ({runs['key'].nunique()} in the frame)")
 
 # %% [markdown]

@@ -4,7 +4,7 @@
   every record file byte-identical (same mtime).
 - ``executor="ray"`` in this process: a failing trial is retried in a Ray worker process, then
   reported in a ``SweepError`` while the good trial is stored; Ray is shut down afterwards.
-- The issue's "done when": the CLI runs a smoke sweep on its own local Ray instance in a
+- Kill and resume: the CLI runs a smoke sweep on its own local Ray instance in a
   subprocess; the whole process session (driver, Ray's GCS/raylet and workers) is SIGKILLed as
   soon as the first record exists; the CLI is rerun to completion, then once more. Checked:
   one record per trial, none lost, records that existed before the kill untouched, and — from

@@ -196,6 +196,30 @@ def run_configs(
     return out
 
 
+def method_configs(
+    dataset: str,
+    data_dir: str | Path,
+    scale: str = "default",
+    *,
+    alpha: float,
+    beta: float,
+    min_ot_alpha: float = 1.0,
+    batch_target: bool = False,
+    model: str | None = None,
+    **kw,
+) -> list[TrainConfig]:
+    """The runs a dataset chapter compares, per seed: the baseline, WMA at (α, β) and minimise-OT
+    (α = ``min_ot_alpha``, β = 0, the paper's Table 2); with ``batch_target`` also WMA with the
+    ``batch`` target. ``model=None`` keeps the profile's model; ``kw`` goes to :func:`run_configs`."""
+    if model:
+        kw["model"] = model
+    out = run_configs(dataset, data_dir, scale, alphas=(0.0, alpha), betas=(beta,), **kw)
+    out += run_configs(dataset, data_dir, scale, alphas=(min_ot_alpha,), betas=(0.0,), **kw)
+    if batch_target:
+        out += run_configs(dataset, data_dir, scale, alphas=(alpha,), betas=(beta,), target="batch", **kw)
+    return out
+
+
 def results_dir() -> Path:
     """The results store every notebook and sweep shares."""
     return data_home() / "results"

@@ -51,6 +51,12 @@ def _matches(value, wanted) -> bool:
     return value == wanted
 
 
+def records_frame(records: list, store_or_dir) -> pd.DataFrame:
+    """:func:`runs_frame` restricted to the runs of ``records`` (what a chapter just trained or reused)."""
+    runs = runs_frame(store_or_dir)
+    return runs[runs["key"].isin({r["key"] for r in records})]
+
+
 def runs_frame(store_or_dir, *, data_dir=None, **where) -> pd.DataFrame:
     """All runs of a results store as a long table.
 
