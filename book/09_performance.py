@@ -39,7 +39,6 @@ results_glob: str = "benchmarks/results/*.json"  # benchmark result files, relat
 # %% tags=["hide-input"]
 import json
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
@@ -112,16 +111,9 @@ else:
 
 # %% tags=["hide-input", "remove-output"]
 if len(ipot_df) and ipot_df["ms"].notna().any():
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(ipot_df)))
     labels = [f"{m}  [{f.removesuffix('.json')}]" for m, f in zip(ipot_df["method"], ipot_df["file"])]
-    ax.barh(labels, ipot_df["ms"], color=["#1f77b4" if "gpu" in str(results[f].get("measured_on")) else "#7f7f7f" for f in ipot_df["file"]])
-    wide = ipot_df["ms"].max() / max(ipot_df["ms"].min(), 1e-9) > 20
-    if wide:
-        ax.set_xscale("log")
-    ax.set_xlabel("ms per call" + (" (log scale)" if wide else "") + "; grey: CPU, blue: GPU")
-    ax.invert_yaxis()
-    ax.grid(axis="x", alpha=0.3, which="both")
-    fig.tight_layout()
+    colors = ["#1f77b4" if "gpu" in str(results[f].get("measured_on")) else "#7f7f7f" for f in ipot_df["file"]]
+    fig = figures.timing_bars(labels, ipot_df["ms"], colors, unit="call", legend="grey: CPU, blue: GPU")
 else:
     fig = figures.placeholder("no IPOT benchmark results")
 publish(fig, "fig_ipot")
@@ -167,17 +159,9 @@ else:
 
 # %% tags=["hide-input", "remove-output"]
 if len(step_df) and step_df["ms"].notna().any():
-    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(step_df)))
     labels = [f"{k}  [{f.removesuffix('.json')}]" for k, f in zip(step_df["impl/loss"], step_df["file"])]
     colors = [figures.COLORS["wma"] if k.endswith("wma") else figures.COLORS["baseline"] for k in step_df["impl/loss"]]
-    ax.barh(labels, step_df["ms"], color=colors)
-    wide = step_df["ms"].max() / max(step_df["ms"].min(), 1e-9) > 20
-    if wide:
-        ax.set_xscale("log")
-    ax.set_xlabel("ms per training step" + (" (log scale)" if wide else "") + "; blue: with WMA")
-    ax.invert_yaxis()
-    ax.grid(axis="x", alpha=0.3, which="both")
-    fig.tight_layout()
+    fig = figures.timing_bars(labels, step_df["ms"], colors, unit="training step", legend="blue: with WMA")
 else:
     fig = figures.placeholder("no training-step benchmark results")
 publish(fig, "fig_step")

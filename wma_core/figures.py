@@ -648,6 +648,21 @@ def placeholder(text: str):
     return fig
 
 
+def timing_bars(labels, ms, colors, *, unit: str, legend: str):
+    """Horizontal bars of times in ms (one per benchmark entry), log scale when they span > 20x."""
+    ms = list(ms)
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.35 * len(ms)))
+    ax.barh(list(labels), ms, color=list(colors))
+    wide = max(ms) / max(min(ms), 1e-9) > 20
+    if wide:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"ms per {unit}" + (" (log scale)" if wide else "") + f"; {legend}")
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
 def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: str = ""):
     """Gain over the baseline against β, one panel per test case (the paper's Fig. 2, every α).
 
