@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +293,6 @@ def fit(cfg: TrainConfig, store: ResultsStore | str | None = None, *, rerun: boo
     If ``store`` already holds a record for this configuration it is returned without
     training (unless ``rerun``). If the run was interrupted, it resumes from its last epoch.
     """
-    from data_prep.dataset import PreparedDataset, make_loader, task_info
 
     if store is None:
         store = ResultsStore(Path(cfg.data_dir).parent.parent / "results")
@@ -455,16 +453,3 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
         except OSError:
             pass
     return record
-
-
-def config_from_record(record: dict, **overrides) -> TrainConfig:
-    """A :class:`TrainConfig` from a stored record's config (for reruns and sweeps)."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kw = {k: v for k, v in record["config"].items() if k in fields}
-    kw["adam_betas"] = tuple(kw.get("adam_betas", (0.9, 0.98)))
-    kw.update(overrides)
-    return TrainConfig(**kw)
-
-
-def dumps_config(cfg: TrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
