@@ -126,14 +126,14 @@ publish(fig, "fig_plan")
 # :name: fig-method-plan
 #
 # Two toy clouds, their cosine cost matrix, the transport plan IPOT finds and the exact plan
-# (POT's network simplex). The exact plan is sparse (a vertex of the transport polytope); IPOT's
+# (the network simplex of POT {cite:p}`flamary2021pot`). The exact plan is sparse (a vertex of the transport polytope); IPOT's
 # proximal iterations approach it from the uniform plan, and its transport *cost* D converges
 # much faster than the plan itself.
 # ```
 #
 # ## How fast IPOT converges
 #
-# IPOT (Xie et al., 2018) is a proximal point method: each of its outer iterations solves an
+# IPOT {cite:p}`xie2019ipot` is a proximal point method: each of its outer iterations solves an
 # entropy-regularised problem around the previous plan with one Sinkhorn step. The paper and
 # ViLT use 50 iterations and a proximal step of 0.5. Below, the distance after $k$ iterations
 # against the exact EMD, on the toy clouds and on a batch of random 768-dimensional token sets

@@ -18,7 +18,7 @@
 # %% [markdown]
 # # Hateful Memes: baseline, WMA and minimise-OT
 #
-# Hateful Memes (Kiela et al., 2020) is a binary task on image + text pairs: is the meme hateful?
+# Hateful Memes {cite:p}`kiela2020hateful` is a binary task on image + text pairs: is the meme hateful?
 # The headline metric is AUROC. The paper fine-tunes ViLT-B/32 with batch size 128 and reports its
 # WMA result at α = 1, β = 2 (the red cell of its Table 3): a *larger* OT distance between text and
 # image than at the start of fine-tuning helped on this task. Its Table 1 claims +0.005 AUROC on the
@@ -46,13 +46,14 @@ from typing import Optional  # papermill reads Optional[...] annotations (not "X
 
 scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
 data_root: Optional[str] = None  # raw Hateful Memes folder (img/, train.jsonl, dev_seen.jsonl, test_seen.jsonl) (needed at scale "paper"); None: the synthetic twin
-model: Optional[str] = None  # None: the profile's ("tiny" / "dandelin/vilt-b32-mlm"); or a hub name or local folder
+model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 alpha: float = 1.0  # WMA α (the paper's choice for this dataset)
 beta: float = 2.0  # WMA β: the target OT distance is β·D0 (the paper's choice for this dataset)
 seeds: Optional[list] = None  # training seeds (None: the profile's)
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
+max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
 executor: str = "ray"  # "ray" | "local": how the training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 
@@ -69,7 +70,7 @@ NB = "02_hateful_memes"
 DATASET = "hateful_memes"
 publish = figures.Publisher(NB)
 profile = get_profile(scale)
-data_dir = prepare_data(DATASET, scale, data_root)
+data_dir = prepare_data(DATASET, scale, data_root, model=model)
 manifest = read_manifest(data_dir)
 display(figures.show_table(figures.data_summary(manifest, profile)))
 
@@ -83,7 +84,8 @@ display(figures.show_table(figures.data_summary(manifest, profile)))
 
 # %%
 configs = method_configs(DATASET, data_dir, scale, alpha=alpha, beta=beta, model=model,  # baseline, WMA, min-OT
-                         seeds=seeds, lr=lr, epochs=epochs, device=device)
+                         seeds=seeds, lr=lr, epochs=epochs, device=device,
+                         max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 display(figures.show_table(figures.runs_table(records), caption="Training runs of this chapter"))

@@ -18,7 +18,7 @@
 # %% [markdown]
 # # MM-IMDb: baseline, WMA and minimise-OT
 #
-# MM-IMDb (Arevalo et al., 2017) tags movies with their genres from the poster and the plot: a
+# MM-IMDb {cite:p}`arevalo2017gated` tags movies with their genres from the poster and the plot: a
 # multi-label task on image + text, scored by F1 (we report macro F1 as the headline; micro,
 # samples and weighted F1 are in the records). We keep the 23 genres every public code base keeps
 # (the paper says 25) and, for movies with several plots, the longest one. The paper's WMA result
@@ -48,13 +48,14 @@ from typing import Optional  # papermill reads Optional[...] annotations (not "X
 
 scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
 data_root: Optional[str] = None  # raw MM-IMDb folder (split.json, dataset/<id>.jpeg + <id>.json) (needed at scale "paper"); None: the synthetic twin
-model: Optional[str] = None  # None: the profile's ("tiny" / "dandelin/vilt-b32-mlm"); or a hub name or local folder
+model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 alpha: float = 6.0  # WMA α (the paper's choice for this dataset)
 beta: float = 0.2  # WMA β: the target OT distance is β·D0 (the paper's choice for this dataset)
 seeds: Optional[list] = None  # training seeds (None: the profile's)
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
+max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
 executor: str = "ray"  # "ray" | "local": how the training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 
@@ -71,7 +72,7 @@ NB = "03_mmimdb"
 DATASET = "mmimdb"
 publish = figures.Publisher(NB)
 profile = get_profile(scale)
-data_dir = prepare_data(DATASET, scale, data_root)
+data_dir = prepare_data(DATASET, scale, data_root, model=model)
 manifest = read_manifest(data_dir)
 display(figures.show_table(figures.data_summary(manifest, profile)))
 
@@ -85,7 +86,8 @@ display(figures.show_table(figures.data_summary(manifest, profile)))
 
 # %%
 configs = method_configs(DATASET, data_dir, scale, alpha=alpha, beta=beta, model=model,  # baseline, WMA, min-OT
-                         seeds=seeds, lr=lr, epochs=epochs, device=device)
+                         seeds=seeds, lr=lr, epochs=epochs, device=device,
+                         max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 display(figures.show_table(figures.runs_table(records), caption="Training runs of this chapter"))

@@ -18,7 +18,7 @@
 # %% [markdown]
 # # CMU-MOSEI: baseline, WMA and minimise-OT
 #
-# CMU-MOSEI (Zadeh et al., 2018) is sentiment regression in [-3, 3] from text, video and audio
+# CMU-MOSEI {cite:p}`zadeh2018mosei` is sentiment regression in [-3, 3] from text, video and audio
 # MultiBench features (300-, 35- and 74-d). The headline metric is the mean absolute error, so
 # here **lower is better**; every "gain" below is oriented so that positive still means "WMA is
 # better". The paper's WMA result uses α = 1, β = 1.2 (Table 6); Table 1 claims an MAE 0.006
@@ -47,13 +47,14 @@ from typing import Optional  # papermill reads Optional[...] annotations (not "X
 
 scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
 data_root: Optional[str] = None  # folder holding MultiBench's mosei_senti_data.pkl (needed at scale "paper"); None: the synthetic twin
-model: Optional[str] = None  # None: the profile's ("tiny" / "dandelin/vilt-b32-mlm"); or a hub name or local folder
+model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 alpha: float = 1.0  # WMA α (the paper's choice for this dataset)
 beta: float = 1.2  # WMA β: the target OT distance is β·D0 (the paper's choice for this dataset)
 seeds: Optional[list] = None  # training seeds (None: the profile's)
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
+max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
 executor: str = "ray"  # "ray" | "local": how the training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 
@@ -70,7 +71,7 @@ NB = "05_mosei"
 DATASET = "mosei"
 publish = figures.Publisher(NB)
 profile = get_profile(scale)
-data_dir = prepare_data(DATASET, scale, data_root)
+data_dir = prepare_data(DATASET, scale, data_root, model=model)
 manifest = read_manifest(data_dir)
 display(figures.show_table(figures.data_summary(manifest, profile)))
 
@@ -84,7 +85,8 @@ display(figures.show_table(figures.data_summary(manifest, profile)))
 
 # %%
 configs = method_configs(DATASET, data_dir, scale, alpha=alpha, beta=beta, model=model,  # baseline, WMA, min-OT
-                         seeds=seeds, lr=lr, epochs=epochs, device=device)
+                         seeds=seeds, lr=lr, epochs=epochs, device=device,
+                         max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 display(figures.show_table(figures.runs_table(records), caption="Training runs of this chapter"))

@@ -40,10 +40,11 @@ data_roots: Optional[dict] = None  # {dataset: raw folder} (needed at scale "pap
 datasets: Optional[list] = None  # datasets to run (None: all four)
 min_ot_alpha: float = 1.0  # α of the minimise-OT ablation (run with β 0), as in the paper's Table 2
 seeds: Optional[list] = None  # training seeds (None: the profile's)
-model: Optional[str] = None  # None: the profile's ("tiny" / "dandelin/vilt-b32-mlm"); or a hub name or local folder
+model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
+max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
 executor: str = "ray"  # "ray" | "local": how the training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 
@@ -62,10 +63,11 @@ datasets = list(datasets or DATASETS)
 configs = []
 for ds in datasets:
     a, b = PAPER_SELECTED[ds]
-    data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds))
+    data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds), model=model)
     # baseline, WMA (init target), minimise OT, and WMA with the batch target
     configs += method_configs(ds, data_dir, scale, alpha=a, beta=b, min_ot_alpha=min_ot_alpha, batch_target=True,
-                              model=model, seeds=seeds, lr=lr, epochs=epochs, device=device)
+                              model=model, seeds=seeds, lr=lr, epochs=epochs, device=device,
+                              max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 print(f"{len(records)} runs over {len(datasets)} datasets")

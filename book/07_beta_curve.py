@@ -45,10 +45,11 @@ datasets: Optional[list] = None  # datasets to run (None: all four)
 alphas: Optional[list] = None  # α grid, α 0 is the baseline (None: the profile's alpha_grid)
 betas: Optional[list] = None  # β grid, β 0 with α > 0 is minimise-OT (None: the profile's beta_grid)
 seeds: Optional[list] = None  # seeds per grid cell (None: the profile's grid_seeds)
-model: Optional[str] = None  # None: the profile's ("tiny" / "dandelin/vilt-b32-mlm"); or a hub name or local folder
+model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
+max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
 executor: str = "ray"  # "ray" | "local": how the training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 
@@ -79,11 +80,11 @@ print(f"grid: α ∈ {alphas} × β ∈ {betas}, seeds {seeds}, datasets {datase
 
 # %%
 overrides = {"model": model} if model else {}
-data_dirs = {ds: prepare_data(ds, scale, (data_roots or {}).get(ds)) for ds in datasets}
+data_dirs = {ds: prepare_data(ds, scale, (data_roots or {}).get(ds), model=model) for ds in datasets}
 configs = []
 for ds in datasets:
     cells = run_configs(ds, data_dirs[ds], scale, alphas=alphas, betas=betas, seeds=seeds, lr=lr, epochs=epochs,
-                        device=device, **overrides)
+                        device=device, max_train_samples=max_train_samples, **overrides)
     configs += [c for c in cells if c.alpha > 0] + [c for c in cells if c.alpha == 0]  # baselines last
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())

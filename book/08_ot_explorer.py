@@ -40,13 +40,15 @@ datasets: Optional[list] = None  # datasets to explore (None: all four)
 alphas: Optional[list] = None  # α grid, α 0 is the baseline (None: the profile's alpha_grid, as the β-curve chapter)
 betas: Optional[list] = None  # β grid (None: the profile's beta_grid, as the β-curve chapter)
 seed: Optional[int] = None  # which training seed to show (None: the profile's first grid seed)
-model: Optional[str] = None  # None: the profile's ("tiny" / "dandelin/vilt-b32-mlm"); or a hub name or local folder
+model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
+max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
 executor: str = "ray"  # "ray" | "local": how missing training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 dpi: int = 66  # resolution of the pre-rendered views embedded in the static page
+live: Optional[bool] = None  # the live ipywidgets view. None: only in an interactive session (JupyterLab), not under papermill; True/False force it
 
 # %%
 import matplotlib.pyplot as plt
@@ -67,9 +69,9 @@ seed = profile.grid_seeds[0] if seed is None else seed
 overrides = {"model": model} if model else {}
 configs = []
 for ds in datasets:
-    data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds))
+    data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds), model=model)
     configs += run_configs(ds, data_dir, scale, alphas=alphas, betas=betas, seeds=[seed], lr=lr, epochs=epochs,
-                           device=device, **overrides)
+                           device=device, max_train_samples=max_train_samples, **overrides)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 # (dataset, α, β) -> record; the baseline (α = 0) is filed under every β
 by_cell = {}
@@ -113,7 +115,10 @@ display(figures.show_table(figures.distance_table(records), caption="Where each 
 # can open a given view, e.g. `08_ot_explorer.html#wma-explorer=mmimdb,1,2`.
 #
 # Every combination is pre-rendered below, so the sliders work in the static book without a
-# Python kernel. In JupyterLab, the live ipywidgets version after it redraws from the records.
+# Python kernel. In JupyterLab, a live ipywidgets version follows, redrawn from the records. It
+# appears only in an interactive session (the `live` parameter): a notebook runner such as
+# papermill has no widget frontend, and a page carrying widget state would have to load a widget
+# manager from the network. The book is built with `live=False`.
 
 # %%
 images = {}
@@ -126,27 +131,36 @@ for (ds, a, b), rec in by_cell.items():
 display(HTML(figures.slider_html(images, datasets, {ds: alphas for ds in datasets}, {ds: betas for ds in datasets})))
 
 # %% tags=["hide-input", "remove-output"]
-import ipywidgets as widgets  # noqa: E402  (the live version: JupyterLab only)
+import io  # noqa: E402
 
-w_ds = widgets.Dropdown(options=[(figures.DATASET_LABELS[d], d) for d in datasets], description="dataset")
-w_a = widgets.SelectionSlider(options=alphas, description="α")
-w_b = widgets.SelectionSlider(options=betas, description="β")
-out = widgets.Output()
+import ipywidgets as widgets  # noqa: E402
+from IPython import get_ipython  # noqa: E402
 
+if live is None:  # an interactive frontend lets the kernel ask for input; papermill and nbclient do not
+    kernel = getattr(get_ipython(), "kernel", None)
+    live = bool(kernel is not None and kernel.get_parent().get("content", {}).get("allow_stdin"))
 
-def redraw(*_):
-    rec = by_cell.get((w_ds.value, w_a.value, w_b.value))
-    with out:
-        out.clear_output(wait=True)
+if live:
+    w_ds = widgets.Dropdown(options=[(figures.DATASET_LABELS[d], d) for d in datasets], description="dataset")
+    w_a = widgets.SelectionSlider(options=alphas, description="α")
+    w_b = widgets.SelectionSlider(options=betas, description="β")
+    w_note = widgets.Label()
+    w_img = widgets.Image(format="png")  # an image, not an Output widget: nothing is captured from the kernel
+
+    def redraw(*_):
+        rec = by_cell.get((w_ds.value, w_a.value, w_b.value))
+        w_note.value = "" if rec is not None else "no run for this cell"
         if rec is None:
-            print("no run for this cell")
             return
         fig = figures.explorer_panels(rec, by_cell.get((w_ds.value, 0.0, betas[0])))
-        display(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
+        w_img.value = buf.getvalue()
 
-
-for w in (w_ds, w_a, w_b):
-    w.observe(redraw, names="value")
-redraw()
-display(widgets.VBox([widgets.HBox([w_ds, w_a, w_b]), out]))
+    for w in (w_ds, w_a, w_b):
+        w.observe(redraw, names="value")
+    redraw()
+    display(widgets.VBox([widgets.HBox([w_ds, w_a, w_b]), w_note, w_img]))
+else:
+    print("live widgets off: the static view above shows every run")

@@ -1,7 +1,8 @@
 """Build the book: execute every notebook with papermill, then render the HTML with Jupyter Book.
 
     python book/build.py [--jobs 2] [--scale default|smoke|paper] [--only NAMES...] [--no-html]
-                         [--build-dir _build] [--executor ray|local] [--timeout SECONDS] [--html-only]
+                         [--build-dir _build] [--executor ray|local] [--timeout SECONDS]
+                         [--idle-timeout SECONDS] [--html-only]
 
 1. One local Ray instance is started for the whole build (``--jobs`` CPUs, in a helper process
    that owns it) and its address is exported as ``RAY_ADDRESS``, so the training trials of every
@@ -9,16 +10,28 @@
    SIGTERM, which stop the running notebooks too; and if this process is killed outright, the
    helper exits when its stdin closes). Finished training runs stay in the results store, so the
    next build resumes.
-2. The notebooks run with papermill in ``--jobs`` worker processes, with ``cwd=book/``; executed
-   copies go to ``<build-dir>/executed/<name>.ipynb`` (never into ``book/*.ipynb``). A notebook
-   waits for the notebooks whose runs it reuses (:data:`DEPENDS`); among the ready ones the
-   longest starts first. ``-p scale`` is passed when not ``default``. A failed notebook fails the
-   build: its name and the cell error are printed and the exit status is 1.
-3. A source tree is staged in ``<build-dir>/stage/`` (``_config.yml``, ``_toc.yml``, the
-   Markdown pages and the executed notebooks) and ``jupyter-book build -W -n --keep-going``
-   renders it; the HTML ends up in ``<build-dir>/html``. Jupyter Book does not execute anything
+2. The notebooks are the chapters of ``_toc.yml`` that have a ``book/<name>.py`` source
+   (:func:`toc_notebooks`). They run with papermill in ``--jobs`` worker processes, with
+   ``cwd=book/``; executed copies go to ``<build-dir>/executed/<name>.ipynb`` (never into
+   ``book/*.ipynb``). A notebook waits for the notebooks whose runs it reuses (:data:`DEPENDS`);
+   among the ready ones the longest starts first. ``-p scale`` is passed when not ``default``, and
+   ``-p live False`` to the notebooks that declare ``live`` (their interactive widgets are for
+   JupyterLab; the book shows their static view).
+3. No notebook can hang the build:
+   - every cell has a time limit (``--timeout``, default :data:`CELL_TIMEOUT` s: longer than any
+     training cell at the default scale; ``0`` = none). A cell that runs past it fails the build.
+   - a watchdog (:class:`Watchdog`) listens to each kernel's status messages. When the kernel has
+     been idle for ``--idle-timeout`` seconds while papermill still waits for it (the silent hang of
+     an execution client that lost a reply), it ends that kernel and runs the notebook once more
+     (finished training runs are cached, so a retry is cheap). A second hang fails the build.
+   A failed notebook fails the build: its name, the cell (index in the notebook, counting from 0,
+   and its first line) and the error are printed, and the exit status is 1.
+4. A source tree is staged in ``<build-dir>/stage/`` (``_config.yml``, ``_toc.yml``, the
+   Markdown pages, the bibliography, the executed notebooks and a generated build-information
+   page, :func:`write_build_info`) and ``jupyter-book build -W -n --keep-going`` renders it; the
+   HTML ends up in ``<build-dir>/html``. Jupyter Book does not execute anything
    (``execute_notebooks: "off"``), and any warning fails the build.
-4. Timings per notebook and in total are printed (and written to ``<build-dir>/timings.json``).
+5. Timings per notebook and in total are printed (and written to ``<build-dir>/timings.json``).
 
 ``--only`` executes some notebooks and renders with the earlier executed copies of the others;
 ``--html-only`` only renders; ``--no-html`` only executes.
@@ -34,21 +47,49 @@ import concurrent.futures as cf
 import json
 import multiprocessing as mp
 import os
+import platform
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
-NOTEBOOKS = [
-    "01_method", "02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei",
-    "06_ablation", "07_beta_curve", "08_ot_explorer", "09_performance",
-]
+TOC = ROOT / "_toc.yml"
+BUILD_INFO = "build_info"  # the generated page (book/build_info.md in the stage folder; listed in _toc.yml)
+CELL_TIMEOUT = 1800  # s per cell by default: the longest training cell at the default scale takes a few minutes
+IDLE_TIMEOUT = 120  # s of an idle kernel while papermill still waits: the watchdog's signal of a silent hang
+
+
+def toc_notebooks(toc: Path = TOC) -> list[str]:
+    """The notebook chapters of ``_toc.yml``, in order: entries ``book/<name>`` with a ``book/<name>.py`` source."""
+    import yaml
+
+    def files(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("file"), str):
+                yield node["file"]
+            for v in node.values():
+                yield from files(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from files(v)
+
+    names = []
+    for f in files(yaml.safe_load(toc.read_text())):
+        stem = Path(f).with_suffix("").name
+        if Path(f).parent.name == BOOK.name and (BOOK / f"{stem}.py").exists():
+            names.append(stem)
+    return names
+
+
+NOTEBOOKS = toc_notebooks()
 TRAINING = ["02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve", "08_ot_explorer"]
 # a notebook starts only after the notebooks whose records it reuses (no slot waits on a lock)
 DEPENDS = {
@@ -56,7 +97,7 @@ DEPENDS = {
     "08_ot_explorer": {"07_beta_curve"},
     "09_performance": set(TRAINING),
 }
-# among the notebooks that are ready, the one expected to run longest starts first
+# among the notebooks that are ready, the one expected to run longest starts first (others: after these)
 PRIORITY = ["07_beta_curve", "02_hateful_memes", "03_mmimdb", "05_mosei", "04_ur_funny", "06_ablation",
             "08_ot_explorer", "01_method", "09_performance"]
 
@@ -115,35 +156,172 @@ def declared_parameters(path: Path) -> set:
     return set(papermill.inspect_notebook(str(path)))
 
 
-def execute(name: str, params: dict, out_dir: str, timeout: int | None) -> dict:
-    """Run one notebook with papermill (in a worker process); return its status and timing."""
-    import papermill as pm
-    import zmq
-    from traitlets.config import Config
+# ---------------------------------------------------------------------------------------------
+# one notebook, with a watchdog
 
-    # CurveZMQ-encrypted kernel channels where pyzmq supports them (the kernelspec declares it)
-    config = Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
+
+def _cell_label(index, source: str) -> str:
+    first = next((ln.strip() for ln in (source or "").splitlines() if ln.strip()), "")
+    first = first if len(first) <= 70 else first[:67] + "..."
+    return f"cell {index} (`{first}`)"
+
+
+class Watchdog(threading.Thread):
+    """Ends a kernel that sits idle while the execution client still waits for it.
+
+    Subscribes to the kernel's IOPub channel (a second client, which sends nothing but a
+    ``kernel_info`` probe on the control channel to confirm its subscription before the first
+    cell) and tracks the kernel's ``status`` messages. A kernel is ``busy`` for the whole of a
+    request (a cell also while it sleeps or waits for Ray), so a kernel that has been ``idle`` for
+    ``idle_timeout`` seconds while papermill has not returned means that the client missed the
+    end of a request. The watchdog then kills the kernel; the client notices the dead kernel
+    within a second and raises, and :func:`execute` runs the notebook once more. ``hang`` then
+    describes what was seen.
+    """
+
+    def __init__(self, idle_timeout: float, poll: float = 0.5):
+        super().__init__(daemon=True)
+        self.idle_timeout, self.poll = idle_timeout, poll
+        self.km = None
+        self.cell = None  # (index, source) of the cell papermill started last
+        self.hang: str | None = None
+        self.ready = threading.Event()  # set once the IOPub subscription is confirmed
+        self._stop_event = threading.Event()
+
+    def kernel_started(self, km) -> None:
+        self.km = km
+
+    def cell_started(self, cell, cell_index, **_) -> None:
+        self.cell = (cell_index, cell.get("source", ""))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        from queue import Empty
+
+        from jupyter_client import BlockingKernelClient
+
+        while self.km is None or not self.km.has_kernel:
+            if self._stop_event.wait(self.poll):
+                return
+        kc = BlockingKernelClient()
+        kc.load_connection_file(self.km.connection_file)
+        kc.start_channels(shell=False, iopub=True, stdin=False, hb=False, control=True)
+        own = kc.session.session  # our probes' status messages are not the notebook's
+        state, since = "idle", time.monotonic()
+        try:
+            while not self._stop_event.is_set():
+                if not self.ready.is_set():  # probe until a status reply shows the subscription works
+                    kc.control_channel.send(kc.session.msg("kernel_info_request"))
+                try:
+                    msg = kc.get_iopub_msg(timeout=self.poll)
+                except Empty:
+                    msg = None
+                if msg is not None and msg["msg_type"] == "status":
+                    if msg["parent_header"].get("session") == own:
+                        if not self.ready.is_set():
+                            self.ready.set()
+                            state, since = "idle", time.monotonic()
+                    else:
+                        new = msg["content"].get("execution_state")
+                        if new in ("busy", "idle") and new != state:
+                            state, since = new, time.monotonic()
+                if self.ready.is_set() and state == "idle" and time.monotonic() - since > self.idle_timeout:
+                    where = _cell_label(*self.cell) if self.cell else "before the first cell"
+                    self.hang = (f"the kernel was idle for {self.idle_timeout:.0f} s while papermill still waited "
+                                 f"(last cell started: {where}); the kernel was ended")
+                    self._kill()
+                    return
+        finally:
+            self.ready.set()
+            kc.stop_channels()
+
+    def _kill(self) -> None:
+        prov = getattr(self.km, "provisioner", None)
+        pid = getattr(getattr(prov, "process", None), "pid", None) or getattr(prov, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _kernel_manager_class(watchdog: Watchdog):
+    """nbclient's default kernel manager; its kernel starts under ``watchdog``'s eye."""
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class WatchedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            await super().start_kernel(**kw)
+            watchdog.kernel_started(self)
+            deadline = time.monotonic() + 60  # the watchdog confirms its subscription (or gives up) first
+            while not watchdog.ready.is_set() and watchdog.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+    return WatchedKernelManager
+
+
+def _execute_once(src: Path, out: Path, params: dict, cwd: Path, timeout: int | None, idle_timeout: float) -> dict:
+    import papermill as pm
+
+    dog = Watchdog(idle_timeout)
+    dog.start()
     t0 = time.perf_counter()
-    out = Path(out_dir) / f"{name}.ipynb"
     try:
         pm.execute_notebook(
-            str(BOOK / f"{name}.ipynb"), str(out), parameters=params, cwd=str(BOOK), kernel_name="python3",
-            progress_bar=False, log_output=False, execution_timeout=timeout, config=config,
+            str(src), str(out), parameters=params, cwd=str(cwd), kernel_name="python3",
+            progress_bar=False, log_output=False, execution_timeout=timeout or None,
+            kernel_manager_class=_kernel_manager_class(dog), on_cell_start=dog.cell_started,
         )
     except Exception as err:  # noqa: BLE001 - reported by name, the build fails
-        where = f"\n(the executed copy with the error: {out})" if out.exists() else ""
-        return {"name": name, "ok": False, "seconds": time.perf_counter() - t0, "error": _describe(err) + where}
-    return {"name": name, "ok": True, "seconds": time.perf_counter() - t0}
+        dog.stop()
+        where = f"\n(the executed copy: {out})" if out.exists() else ""
+        if dog.hang:
+            return {"ok": False, "hung": True, "seconds": time.perf_counter() - t0, "error": dog.hang + where}
+        return {"ok": False, "hung": False, "seconds": time.perf_counter() - t0,
+                "error": _describe(err, dog.cell) + where}
+    dog.stop()
+    return {"ok": True, "hung": False, "seconds": time.perf_counter() - t0}
 
 
-def _describe(err: BaseException) -> str:
+def execute(name: str, params: dict, out_dir: str, timeout: int | None, idle_timeout: float = IDLE_TIMEOUT,
+            src_dir: str | None = None, retries: int = 1) -> dict:
+    """Run one notebook with papermill (in a worker process); return its status and timing.
+
+    ``src_dir`` holds ``<name>.ipynb`` and is the kernel's working directory (default: ``book/``).
+    A silent hang (see :class:`Watchdog`) is retried ``retries`` times; any other failure is final.
+    """
+    src_dir = Path(src_dir) if src_dir else BOOK
+    out = Path(out_dir) / f"{name}.ipynb"
+    t0, attempts = time.perf_counter(), 0
+    while True:
+        attempts += 1
+        res = _execute_once(src_dir / f"{name}.ipynb", out, params, src_dir, timeout, idle_timeout)
+        if res["ok"] or not res["hung"] or attempts > retries:
+            break
+        print(f"[build] retry  {name}: {res['error'].splitlines()[0]}", flush=True)
+    res.update(name=name, attempts=attempts, seconds=time.perf_counter() - t0)
+    if not res["ok"] and res["hung"]:
+        res["error"] = f"hung {attempts} times; " + res["error"]
+    return res
+
+
+def _describe(err: BaseException, cell=None) -> str:
+    """The failing cell (index and first line) and the error, without terminal colours."""
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
-    if ename:
-        cell = getattr(err, "exec_count", None)
+    if ename:  # papermill's PapermillExecutionError: the cell raised
+        index = getattr(err, "cell_index", None)
+        label = _cell_label(index, getattr(err, "source", "")) if index is not None else "a cell"
         tb = getattr(err, "traceback", None) or []
         tail = "\n".join(_strip_ansi(t) for t in tb[-3:])
-        return f"cell [{cell}]: {ename}: {evalue}\n{tail}"
-    return f"{type(err).__name__}: {err}"
+        return f"{label} [In {getattr(err, 'exec_count', None)}]: {ename}: {evalue}\n{tail}"
+    where = (_cell_label(*cell) + ": ") if cell else ""
+    text = _strip_ansi(str(err)).strip()
+    return f"{where}{type(err).__name__}: {text[:2000]}"
 
 
 def _strip_ansi(text: str) -> str:
@@ -152,11 +330,17 @@ def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: int | None) -> list:
+def _priority(name: str) -> int:
+    return PRIORITY.index(name) if name in PRIORITY else len(PRIORITY)
+
+
+def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: int | None,
+                  idle_timeout: float = IDLE_TIMEOUT, src_dir: Path | None = None) -> list:
     """Execute ``names`` in ``jobs`` processes, respecting :data:`DEPENDS`; stop starting new ones after a failure."""
+    src_dir = Path(src_dir) if src_dir else BOOK
     out_dir.mkdir(parents=True, exist_ok=True)
-    declared = {n: declared_parameters(BOOK / f"{n}.ipynb") for n in names}
-    pending = sorted(names, key=PRIORITY.index)
+    declared = {n: declared_parameters(src_dir / f"{n}.ipynb") for n in names}
+    pending = sorted(names, key=_priority)
     done, failed, results, running = set(), False, [], {}
     ctx = mp.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
@@ -168,9 +352,11 @@ def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: 
                         break
                     if (DEPENDS.get(n, set()) & set(names)) <= done:
                         p = {k: v for k, v in params.items() if k in declared[n]}
-                        running[pool.submit(execute, n, p, str(out_dir), timeout)] = n
+                        fut = pool.submit(execute, n, p, str(out_dir), timeout, idle_timeout, str(src_dir))
+                        running[fut] = n
                         pending.remove(n)
-                        print(f"[build] start  {n}" + (f"  {p}" if p else ""), flush=True)
+                        shown = {k: v for k, v in p.items() if k != "live"}
+                        print(f"[build] start  {n}" + (f"  {shown}" if shown else ""), flush=True)
             elif not running:
                 break
             if not running:  # nothing can start: unmet dependencies (a failed notebook)
@@ -182,7 +368,8 @@ def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: 
                 results.append(res)
                 if res["ok"]:
                     done.add(n)
-                    print(f"[build] done   {n}  {res['seconds']:.0f} s", flush=True)
+                    again = f"  (after {res['attempts'] - 1} retry)" if res.get("attempts", 1) > 1 else ""
+                    print(f"[build] done   {n}  {res['seconds']:.0f} s{again}", flush=True)
                 else:
                     failed = True
                     print(f"[build] FAILED {n}  {res['seconds']:.0f} s\n{res['error']}", flush=True)
@@ -197,7 +384,112 @@ def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: 
     return results
 
 
-def stage_and_render(build_dir: Path, executed: Path) -> float:
+# ---------------------------------------------------------------------------------------------
+# the build-information page
+
+
+def _git(*args) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpus() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            return "; ".join(out.stdout.strip().splitlines())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return "none (the notebooks ran on the CPU)"
+
+
+PACKAGES = ["torch", "transformers", "POT", "numpy", "scipy", "scikit-learn", "pandas", "statsmodels", "matplotlib",
+            "ray", "papermill", "nbclient", "ipykernel", "jupytext", "jupyter-book", "myst-nb", "sphinx",
+            "sphinxcontrib-bibtex", "sphinx-mathjax-offline", "ipywidgets"]
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def write_build_info(path: Path, timings: dict) -> None:
+    """Write the book's build-information page (MyST Markdown) from ``timings`` (see ``timings.json``)."""
+    from importlib import metadata
+
+    scale = timings.get("scale", "default")
+    try:
+        sys.path.insert(0, str(ROOT))
+        from wma_core.experiments import get_profile
+
+        prof = get_profile(scale)
+        seeds = f"{', '.join(map(str, prof.seeds))} (the dataset chapters); {', '.join(map(str, prof.grid_seeds))} (the α × β grid)"
+    except Exception as err:  # noqa: BLE001 - the page says so instead of failing the build
+        seeds = f"not available ({type(err).__name__}: {err})"
+    commit = _git("rev-parse", "HEAD") or "not a git checkout"
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    if dirty and commit != "not a git checkout":
+        commit += " (with uncommitted changes)"
+    versions = []
+    for p in PACKAGES:
+        try:
+            versions.append((p, metadata.version(p)))
+        except metadata.PackageNotFoundError:
+            pass
+    rows = [
+        ("commit", f"`{commit}`"), ("built (UTC)", timings.get("finished", "")),
+        ("scale", f"`{scale}`"), ("seeds", seeds), ("notebooks at once / Ray CPUs", timings.get("jobs", "")),
+        ("executor", timings.get("executor", "ray")),
+        ("per-cell time limit", f"{timings['timeout']} s" if timings.get("timeout") else "none"),
+        ("Python", platform.python_version()), ("CPU", f"{_cpu_model()} ({os.cpu_count()} logical cores)"),
+        ("GPU", _gpus()), ("operating system", platform.platform()),
+    ]
+    lines = [
+        "# Build information", "",
+        "This page is written by `book/build.py` each time the book is built: what was built, where, and how long "
+        "each notebook took. Times are wall-clock seconds on the machine below, with the other notebooks running "
+        "beside it (`--jobs`); a notebook whose training runs were already in the results store takes far less "
+        "than one that trains them.", "",
+        "| | |", "|---|---|", *[f"| {k} | {_md_escape(v)} |" for k, v in rows], "",
+        "## Time per notebook", "",
+        "| notebook | seconds | status | built in |", "|---|---:|---|---|",
+    ]
+    for n in NOTEBOOKS:
+        t = timings.get("notebooks", {}).get(n)
+        if t is None:
+            lines.append(f"| {{doc}}`{n}` | – | no executed copy | – |")
+            continue
+        status = "ok" if t.get("ok", True) else "FAILED"
+        if t.get("attempts", 1) > 1:
+            status += f" (after {t['attempts'] - 1} retry)"
+        lines.append(f"| {{doc}}`{n}` | {t['seconds']:.1f} | {status} | {t.get('build', 'this build')} |")
+    lines += [
+        "", f"Notebooks (wall clock, in parallel): {timings.get('notebooks_wall_s', 0):.1f} s. "
+        "The HTML rendering and the total are in `timings.json` in the build folder (they end after this page is written).", "",
+        "## Package versions", "", "| package | version |", "|---|---|",
+        *[f"| {p} | {v} |" for p, v in versions], "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def stage_and_render(build_dir: Path, executed: Path, timings: dict) -> float:
     """Stage the sources with the executed notebooks and build the HTML into ``<build_dir>/html``."""
     t0 = time.perf_counter()
     stage = build_dir / "stage"
@@ -205,8 +497,9 @@ def stage_and_render(build_dir: Path, executed: Path) -> float:
     (stage / "book").mkdir(parents=True)
     for f in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / f, stage / f)
-    for md in BOOK.glob("*.md"):
-        shutil.copy2(md, stage / "book" / md.name)
+    for pattern in ("*.md", "*.bib"):
+        for f in BOOK.glob(pattern):
+            shutil.copy2(f, stage / "book" / f.name)
     if (BOOK / "_static").is_dir():  # Jupyter Book loads every CSS file in <root>/_static
         shutil.copytree(BOOK / "_static", stage / "_static")
     missing = [n for n in NOTEBOOKS if not (executed / f"{n}.ipynb").exists()]
@@ -214,6 +507,7 @@ def stage_and_render(build_dir: Path, executed: Path) -> float:
         raise SystemExit(f"[build] no executed copy of {missing} in {executed}: run them first (without --only)")
     for n in NOTEBOOKS:
         shutil.copy2(executed / f"{n}.ipynb", stage / "book" / f"{n}.ipynb")
+    write_build_info(stage / "book" / f"{BUILD_INFO}.md", timings)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(stage),
            "-W", "-n", "--keep-going", "--all"]
     if not Path(cmd[0]).exists():
@@ -229,6 +523,26 @@ def stage_and_render(build_dir: Path, executed: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _merge_timings(build_dir: Path, results: list) -> dict:
+    """Per-notebook times: this build's, and those of earlier builds for the notebooks not run now."""
+    old = {}
+    path = build_dir / "timings.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text()).get("notebooks", {})
+        except (ValueError, AttributeError):
+            old = {}
+    merged = {}
+    for n, t in old.items():
+        if isinstance(t, (int, float)):
+            t = {"seconds": float(t)}
+        if isinstance(t, dict) and "seconds" in t:
+            merged[n] = {**t, "build": t.get("build") if t.get("build") not in (None, "this build") else "an earlier build"}
+    for r in results:
+        merged[r["name"]] = {"seconds": r["seconds"], "ok": r["ok"], "attempts": r.get("attempts", 1), "build": "this build"}
+    return merged
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -242,7 +556,10 @@ def main(argv=None) -> int:
     ap.add_argument("--html-only", action="store_true", help="render only, from the executed copies of an earlier build")
     ap.add_argument("--build-dir", default=str(ROOT / "_build"), help="where executed notebooks, figures and HTML go")
     ap.add_argument("--executor", default="ray", choices=["ray", "local"], help="'local': no Ray, trials run inside each notebook")
-    ap.add_argument("--timeout", type=int, default=None, help="per-cell execution timeout in seconds")
+    ap.add_argument("--timeout", type=int, default=CELL_TIMEOUT,
+                    help="per-cell time limit in seconds (default %(default)s; 0: none; raise it at scale 'paper')")
+    ap.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT,
+                    help="seconds a kernel may sit idle while papermill waits before the notebook is rerun (default %(default)s)")
     args = ap.parse_args(argv)
 
     names = NOTEBOOKS if not args.only else [n.removesuffix(".ipynb").removesuffix(".py") for n in args.only]
@@ -256,6 +573,7 @@ def main(argv=None) -> int:
     params = {"scale": args.scale} if args.scale != "default" else {}
     if args.executor != "ray":
         params["executor"] = args.executor
+    params["live"] = False  # notebooks with live widgets show their static view (see 08_ot_explorer)
     os.environ["WMA_BUILD_DIR"] = str(build_dir)
     # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so Ray and the notebooks are stopped in order
     signal.signal(signal.SIGTERM, _interrupt)
@@ -269,7 +587,7 @@ def main(argv=None) -> int:
             os.environ.update(head.env)
             os.environ["RAY_ADDRESS"] = head.address
             print(f"[build] Ray at {head.address} ({args.jobs} CPUs, {time.perf_counter() - t0:.0f} s to start)", flush=True)
-        results = run_notebooks(names, params, executed, args.jobs, args.timeout)
+        results = run_notebooks(names, params, executed, args.jobs, args.timeout or None, args.idle_timeout)
     except KeyboardInterrupt:
         print("[build] interrupted: finished training runs are in the results store, a rebuild resumes", flush=True)
         return 130
@@ -278,23 +596,24 @@ def main(argv=None) -> int:
             head.stop()
     t_exec = time.perf_counter() - t0
     ok = all(r["ok"] for r in results)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    timings = {"scale": args.scale, "jobs": args.jobs, "executor": args.executor, "timeout": args.timeout,
+               "notebooks": _merge_timings(build_dir, results), "notebooks_wall_s": t_exec, "ok": ok,
+               "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
     t_html = 0.0
     if ok and not args.no_html:
-        t_html = stage_and_render(build_dir, executed)
+        t_html = stage_and_render(build_dir, executed, timings)
     total = time.perf_counter() - t0
 
     print("\n[build] timings")
-    for r in sorted(results, key=lambda r: NOTEBOOKS.index(r["name"])):
+    for r in sorted(results, key=lambda r: NOTEBOOKS.index(r["name"]) if r["name"] in NOTEBOOKS else len(NOTEBOOKS)):
         print(f"  {r['name']:<18} {r['seconds']:7.1f} s  {'ok' if r['ok'] else 'FAILED'}")
     print(f"  {'notebooks (wall)':<18} {t_exec:7.1f} s")
     if not args.no_html and ok:
         print(f"  {'html':<18} {t_html:7.1f} s   -> {build_dir / 'html' / 'index.html'}")
     print(f"  {'total':<18} {total:7.1f} s")
-    build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "timings.json").write_text(json.dumps(
-        {"scale": args.scale, "jobs": args.jobs, "notebooks": {r["name"]: r["seconds"] for r in results},
-         "notebooks_wall_s": t_exec, "html_s": t_html, "total_s": total, "ok": ok,
-         "loadavg_end": list(os.getloadavg())}, indent=1))
+        {**timings, "html_s": t_html, "total_s": total, "loadavg_end": list(os.getloadavg())}, indent=1))
     if not ok:
         bad = [r for r in results if not r["ok"]]
         print("\n[build] FAILED: " + ", ".join(r["name"] for r in bad), file=sys.stderr)

@@ -10,13 +10,16 @@ import time
 from .config import DATASETS, MMIMDB_GENRES, PrepareConfig, SynthConfig
 from .issues import DataError
 
+CAPTIONS = "coco_captions"  # the pretraining corpus (data_prep/readers/coco.py)
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a synthetic twin in the dataset's raw layout")
-    s.add_argument("dataset", choices=DATASETS)
+    s.add_argument("dataset", choices=DATASETS + (CAPTIONS,),
+                   help=f"a twin, or {CAPTIONS} (the label-free pretraining corpus in COCO captions' layout)")
     s.add_argument("--out", required=True, help="raw folder to write")
     s.add_argument("--n", type=int, default=SynthConfig.n, help="labelled samples in total (default %(default)s)")
     s.add_argument("--seed", type=int, default=SynthConfig.seed)
@@ -25,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = PrepareConfig()
     q = sub.add_parser("prepare", help="convert a raw folder into the prepared format")
-    q.add_argument("dataset", choices=DATASETS)
+    q.add_argument("dataset", choices=DATASETS + (CAPTIONS,))
     q.add_argument("--raw", required=True, help="raw folder, as the dataset ships (or a twin)")
     q.add_argument("--out", required=True, help="prepared folder to write (replaced if it is one)")
     q.add_argument("--image-size", type=int, default=d.image_size,
@@ -54,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        if args.command == "synth":
+        if args.command == "synth" and args.dataset == CAPTIONS:
+            from .synth.captions import synth_captions
+
+            counts = synth_captions(args.out, SynthConfig(n=args.n, seed=args.seed, steps=args.steps))
+            print(f"wrote the {CAPTIONS} corpus ({counts}) to {args.out} ({time.perf_counter() - start:.1f} s)")
+        elif args.command == "synth":
             from .synth import synthesize
 
             options = {"layout": args.layout} if args.dataset == "mmimdb" else {}
@@ -69,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                 genres=tuple(g.strip() for g in args.genres.split(",") if g.strip()),
                 strict=args.strict, workers=args.workers, progress=not args.quiet,
             )
-            manifest = prepare(args.dataset, args.raw, args.out, config)
+            if args.dataset == CAPTIONS:
+                from .readers.coco import prepare_captions
+
+                manifest = prepare_captions(args.raw, args.out, config)
+            else:
+                manifest = prepare(args.dataset, args.raw, args.out, config)
             print(summary(manifest))
             print(f"prepared {args.dataset} in {args.out} ({time.perf_counter() - start:.1f} s)")
         elif args.command == "info":

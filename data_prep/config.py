@@ -65,16 +65,25 @@ class PrepareConfig:
 class SynthConfig:
     """Options of `synth`.
 
-    n:     labelled samples in total (split about 70/10/20 into train/dev/test).
-    seed:  seed of everything random in the twin.
-    steps: time steps per sequence for the MultiBench twins (50 as in MultiBench).
+    n:      labelled samples in total (split about 70/10/20 into train/dev/test).
+    seed:   seed of everything random in the twin.
+    steps:  time steps per sequence for the MultiBench twins (50 as in MultiBench).
+    splits: ``(train, dev, test)`` sizes instead of the 70/10/20 split of ``n``; ``n`` is then
+            their sum (a larger test set costs evaluation time only, and sharpens every metric).
     """
 
     n: int = 2000
     seed: int = 0
     steps: int = 50
+    splits: tuple | None = None
 
     def __post_init__(self):
+        if self.splits is not None:
+            sizes = tuple(int(x) for x in self.splits)
+            if len(sizes) != 3 or min(sizes) < 1:
+                raise ValueError(f"splits must be three positive sizes (train, dev, test), got {self.splits}")
+            object.__setattr__(self, "splits", sizes)
+            object.__setattr__(self, "n", sum(sizes))
         if self.n < 20:
             raise ValueError(f"n must be >= 20 so that every split gets samples, got {self.n}")
         if self.steps < 4:

@@ -14,6 +14,7 @@ import io
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from transformers.models.vilt.image_processing_pil_vilt import (
 )
 
 from .checksums import sha256_bytes
+
+# Images with more pixels than this are refused before decoding (PIL's own default limit; the real
+# datasets' images have at most a few million pixels). A small file can declare a huge image: a
+# 1-bit PNG of 10000 x 10000 pixels compresses to ~12 KB but decodes to 300 MB of RGB.
+MAX_PIXELS = 89_478_485
 
 
 def vilt_output_size(height: int, width: int, image_size: int, patch_size: int) -> tuple[int, int]:
@@ -48,7 +54,8 @@ class ImageResult:
 
     pixels: uint8 [3, H, W] after resizing, or None when `problem` is set.
     sha256: digest of the raw file bytes (None when the file is missing).
-    problem: None, or the skip reason ("missing image", "corrupt image", "degenerate image size").
+    problem: None, or the skip reason ("missing image", "corrupt image", "degenerate image size",
+        "image too large (decompression bomb)").
     detail: the underlying error text, for messages.
     """
 
@@ -68,10 +75,18 @@ def load_resized(path: str | Path, image_size: int, patch_size: int) -> ImageRes
         return ImageResult(None, None, "missing image", str(e))
     digest = sha256_bytes(data)
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; here a warning is an error
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_PIXELS:  # the header alone says so: nothing decoded
+                    return ImageResult(None, digest, "image too large (decompression bomb)",
+                                       f"{img.width}x{img.height} pixels > {MAX_PIXELS}")
+                img.load()
+                rgb = img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return ImageResult(None, digest, "image too large (decompression bomb)", f"{type(e).__name__}: {e}")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return ImageResult(None, digest, "corrupt image", f"{type(e).__name__}: {e}")
     h, w = vilt_output_size(rgb.height, rgb.width, image_size, patch_size)
     if h < patch_size or w < patch_size:

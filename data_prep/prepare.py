@@ -11,7 +11,8 @@ manifest.json (sorted keys, no timestamps):
     sources           {relative path: sha256}; a folder of per-record files (img/, dataset/, ...)
                       gets one combined digest over the files read (checksums.combined_digest)
     image + text datasets: image {image_size, patch_size, resample, max_height, max_width},
-                      text {tokenizer, tokenizer_file, max_text_len, vocab_size, pad_id, ...},
+                      text {tokenizer, tokenizer_file, max_text_len, vocab_size, pad_id, ...;
+                      tokenizer_sha256 for a pretrained tokenizer},
                       vocab_size, max_text_len
     feature datasets: feature_dims, time_steps, replaced {"audio -inf -> 0": {split: values}},
                       mask_rule, label_policy
@@ -20,6 +21,7 @@ Counts are checked: raw_records == splits + dropped + unlabelled for every split
 
 from __future__ import annotations
 
+import hashlib
 import json
 from multiprocessing import Pool
 from pathlib import Path
@@ -31,7 +33,7 @@ from . import text as text_mod
 from .checksums import combined_digest, sha256_file
 from .config import SPLITS, PrepareConfig
 from .images import ImageStoreWriter, load_resized
-from .issues import DataError, SkipLog
+from .issues import LOG_FILE, DataError, SkipLog
 from .readers.hateful_memes import read_hateful_memes
 from .readers.mmimdb import read_mmimdb
 from .readers.multibench import TEXT_ZERO_RULE, read_multibench
@@ -103,7 +105,7 @@ def _prepare_image_text(dataset: str, raw: Path, work: Path, config: PrepareConf
     for split in SPLITS:
         writer, keep = ImageStoreWriter(work / split), []
         for rec, res in zip(found.splits[split], _images(found.splits[split], config, f"{dataset} {split} images")):
-            rel = rec.image.relative_to(raw).as_posix()
+            rel = rec.image.relative_to(raw.resolve()).as_posix()  # readers resolve inside raw
             if res.sha256 is not None:
                 folder_files[rel] = res.sha256
             if res.problem:
@@ -137,6 +139,8 @@ def _prepare_image_text(dataset: str, raw: Path, work: Path, config: PrepareConf
         "max_text_len": config.max_text_len, "vocab_size": tok.get_vocab_size(),
         **{f"{k}_id": v for k, v in ids.items()},
     }
+    if pretrained is not None:  # what was used, whoever found it: the serialised tokenizer's digest
+        text_info["tokenizer_sha256"] = hashlib.sha256(pretrained.to_str().encode()).hexdigest()
     if config.tokenizer == "train":
         text_info["vocabulary"] = ("deterministic WordPiece: specials, characters and ##characters, then the most "
                                    "frequent train-split words (see data_prep/text.py)")
@@ -151,8 +155,8 @@ def _prepare_image_text(dataset: str, raw: Path, work: Path, config: PrepareConf
     }
     if dataset == "mmimdb":
         manifest["dropped_genres"] = genre_log.as_dict()
-    log.report()
-    genre_log.report()
+    log.report(path=work / LOG_FILE)  # the full converter log; the counts are in the manifest
+    genre_log.report(path=work / LOG_FILE, title="genre labels dropped from kept movies")
     return manifest
 
 
@@ -182,7 +186,7 @@ def _prepare_features(dataset: str, raw: Path, work: Path, config: PrepareConfig
         "label_policy": label_policy,
         "vocab_size": None, "max_text_len": None,
     }
-    log.report()
+    log.report(path=work / LOG_FILE)  # the full converter log; the counts are in the manifest
     return manifest
 
 

@@ -63,19 +63,33 @@ def fit_wordpiece(texts: list[str], vocab_size: int = 2000) -> Tokenizer:
 
 
 def load_pretrained(name_or_path: str) -> Tokenizer:
-    """The fast (Rust) tokenizer of a hub checkpoint or local folder, e.g. dandelin/vilt-b32-mlm."""
+    """The fast (Rust) tokenizer of a local folder or a hub checkpoint, e.g. dandelin/vilt-b32-mlm.
+
+    A folder (written by ``save_pretrained``) is read with ``local_files_only=True``: no network.
+    A hub name comes from the hub cache, else from the hub; offline it fails at once with a
+    message saying what to do (:func:`data_prep.checkpoints.load`). Every failure is a DataError
+    whose message starts with ``could not load tokenizer``.
+    """
     from transformers import AutoTokenizer
 
+    from . import checkpoints
+
+    folder = checkpoints.local_folder(name_or_path)
+    hint = " (or fit a WordPiece vocabulary on the train text: --tokenizer train; in the book, model 'tiny')"
     try:
-        hf = AutoTokenizer.from_pretrained(name_or_path)
-    except Exception as e:  # offline, unknown name, broken folder: all end here
+        if folder is not None:
+            checkpoints.require_tokenizer(folder)
+        hf = checkpoints.load(AutoTokenizer.from_pretrained, name_or_path, what="tokenizer")
+    except checkpoints.CheckpointError as e:
+        raise checkpoints.CheckpointError(f"{e}{hint}") from e.__cause__
+    except Exception as e:  # noqa: BLE001 - an unexpected failure of transformers: keep the cause
         raise DataError(
             f"could not load tokenizer {name_or_path!r} with transformers.AutoTokenizer "
             f"({type(e).__name__}: {e}). Without internet pass a local folder written by "
-            f"save_pretrained, or use --tokenizer train."
+            f"save_pretrained{hint}."
         ) from e
     if not getattr(hf, "is_fast", False):
-        raise DataError(f"tokenizer {name_or_path!r} has no fast (tokenizers) version")
+        raise DataError(f"could not load tokenizer {name_or_path!r}: it has no fast (tokenizers) version")
     return Tokenizer.from_str(hf.backend_tokenizer.to_str())
 
 

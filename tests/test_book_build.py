@@ -13,6 +13,7 @@ This is the suite's smoke run of every notebook; it takes a few minutes on 2 cor
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -119,12 +120,28 @@ def test_explorer_has_static_slider_view(built):
                     assert key in images, f"no view for {key}"
 
 
-def test_performance_page_is_honest_about_gpus(built):
-    page = (built["dir"] / "html" / "book" / "09_performance.html").read_text()
-    files = list((ROOT / "benchmarks" / "results").glob("*.json"))
-    gpu = [f for f in files if json.loads(f.read_text()).get("measured_on") == "gpu"]
+def check_performance_page(page: str, results: dict) -> None:
+    """The performance page against the benchmark result files ``{file name: parsed JSON}``, whichever
+    exist: every file is listed; GPU numbers are claimed exactly when a file was measured on a GPU,
+    and then every such file names its GPU."""
+    page = html.unescape(page)
+    for name in results:
+        assert name in page, f"benchmark file {name} is not listed on the performance page"
+    gpu = {name: r for name, r in results.items() if r.get("measured_on") == "gpu"}
     if not gpu:
         assert "no GPU numbers exist yet" in page
+        return
+    assert "no GPU numbers exist yet" not in page, f"the page denies GPU numbers, but {sorted(gpu)} were measured on a GPU"
+    for name, r in gpu.items():
+        device = (r.get("machine") or {}).get("gpu")
+        assert device, f"{name} is measured_on 'gpu' but names no GPU in machine.gpu"
+        assert device in page, f"{name}: its GPU {device!r} is not named on the page"
+
+
+def test_performance_page_is_honest_about_gpus(built):
+    page = (built["dir"] / "html" / "book" / "09_performance.html").read_text()
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    check_performance_page(page, {f.name: json.loads(f.read_text()) for f in files})
 
 
 def test_working_tree_stays_clean(built):

@@ -181,6 +181,48 @@ def test_nan_features_are_skipped_or_strict_error(tmp_path):
         prepare("ur_funny", raw, tmp_path / "strict", STRICT)
 
 
+def test_non_finite_values_on_padded_steps_keep_the_sample(tmp_path):
+    """Only valid time steps count: MultiBench's loader cuts the padding off, so NaN/inf there is
+    neither a skip nor stored (padding is stored as 0)."""
+    raw = tmp_path / "raw"
+    synthesize("ur_funny", raw, SynthConfig(n=60, seed=2, steps=20))  # 12..20 valid of 20 steps
+    data = _pickle(raw, "humor.pkl")
+    text = data["train"]["text"]
+    nonzero = np.abs(text).sum(axis=2) > 0  # [N, T], written out here, independent of the reader
+    padded = [i for i in range(len(text)) if nonzero[i].any() and not nonzero[i, 0]]
+    a, b = padded[:2]
+    first_b = int(np.argmax(nonzero[b]))
+    data["train"]["vision"][a, 0, 3] = np.nan  # padding: kept
+    data["train"]["audio"][a, 0, 1] = np.inf
+    data["train"]["vision"][b, first_b, 3] = np.nan  # first valid step: skipped
+    _repickle(raw, "humor.pkl", data)
+    manifest = prepare("ur_funny", raw, tmp_path / "out", TINY)
+    assert manifest["dropped"]["train"].get("non-finite video features") == 1
+    ids = json.loads((tmp_path / "out" / "train" / "raw_ids.json").read_text())
+    assert data["train"]["id"][a] in ids and data["train"]["id"][b] not in ids
+    row = ids.index(data["train"]["id"][a])
+    video = np.load(tmp_path / "out" / "train" / "video.npy")
+    mask = np.load(tmp_path / "out" / "train" / "mask.npy")
+    assert np.isfinite(video).all() and np.isfinite(np.load(tmp_path / "out" / "train" / "audio.npy")).all()
+    np.testing.assert_array_equal(mask[row], (np.arange(20) >= np.argmax(nonzero[a])).astype(np.uint8))
+    assert (video[row][mask[row] == 0] == 0).all()
+    np.testing.assert_array_equal(video[row][mask[row] == 1], data["train"]["vision"][a][mask[row] == 1])
+
+
+def test_data_summary_says_how_non_finite_features_differ_from_multibench(tmp_path):
+    from wma_core.figures import data_summary
+
+    raw = _twin("ur_funny", tmp_path)
+    data = _pickle(raw, "humor.pkl")
+    data["train"]["vision"][4, -1, 7] = np.nan
+    _repickle(raw, "humor.pkl", data)
+    table = data_summary(prepare("ur_funny", raw, tmp_path / "out", TINY))
+    row = dict(zip(table[""], table["value"]))
+    assert "dropped and counted (1 here); MultiBench keeps them" in row["non-finite features"]
+    image_text = data_summary(prepare("hateful_memes", _twin("hateful_memes", tmp_path / "hm"), tmp_path / "hm-out", TINY))
+    assert "non-finite features" not in set(image_text[""])
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda d: d.pop("valid"), r"humor\.pkl: missing split keys \['valid'\]"),
     (lambda d: d["test"].pop("audio"), r"humor\.pkl\['test'\]: missing keys \['audio'\]"),

@@ -168,5 +168,95 @@ def test_pair_distances_on_model_like_output():
     out = SimpleNamespace(tokens=tokens, token_masks=masks)
     res = pair_distances(out, PAIR, iters=30)
     D, valid = res["text-image"]
-    torch.testing.assert_close(D, ot_distance(tokens["text"], tokens["image"], masks["text"], masks["image"], iters=30))
+    # ViLT's order: image on the x side (updated first), text on the y side (initialised)
+    torch.testing.assert_close(D, ot_distance(tokens["image"], tokens["text"], masks["image"], masks["text"], iters=30))
     assert valid.tolist() == [True, False, True]
+
+
+# --------------------------------------------------------------------------- ViLT's IPOT order
+
+
+def vilt_ipot_distance(txt, img, txt_valid, img_valid, *, beta=0.5, iterations=50, k=1):
+    """ViLT's word-patch-alignment distance for one sample, written from its published algorithm
+    (dandelin/ViLT, ``vilt/modules/objectives.py``: ``cost_matrix_cosine``, ``ipot``, ``trace``),
+    in float64 numpy, one sample at a time.
+
+    ViLT keeps the plan as ``T [n_img, m_txt]``, starts from the text scaling ``sigma = 1/m``,
+    and in each iteration updates the image scaling ``delta`` first, then ``sigma``::
+
+        A = exp(-C^T / beta);  T = 1;  sigma = 1/m
+        repeat: Q = A * T;  (k times: delta = 1 / (n * Q sigma);  sigma = 1 / (m * Q^T delta));
+                T = diag(delta) Q diag(sigma)
+        D = trace(C T) = sum(C^T * T)
+    """
+    x = np.asarray(txt, np.float64)[np.asarray(txt_valid, bool)]
+    y = np.asarray(img, np.float64)[np.asarray(img_valid, bool)]
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-5)
+    yn = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-5)
+    C = 1.0 - xn @ yn.T  # [m_txt, n_img]
+    m, n = C.shape
+    A = np.exp(-C.T / beta)  # [n, m]
+    T = np.ones((n, m))
+    sigma = np.full(m, 1.0 / m)
+    for _ in range(iterations):
+        Q = A * T
+        for _ in range(k):
+            delta = 1.0 / (n * (Q @ sigma))
+            sigma = 1.0 / (m * (delta @ Q))
+        T = delta[:, None] * Q * sigma[None, :]
+    return float(np.sum(C.T * T))
+
+
+def _nearly_aligned(seed, B=4, n_img=10, m_txt=7, d=16):
+    """Text tokens close to some image tokens (the case where the update order matters most)."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randn(B, n_img, d, generator=g)
+    txt = img[:, torch.randperm(n_img, generator=g)[:m_txt]] + 0.05 * torch.randn(B, m_txt, d, generator=g)
+    txt_valid = torch.ones(B, m_txt, dtype=torch.bool)
+    img_valid = torch.ones(B, n_img, dtype=torch.bool)
+    txt_valid[1, 5:] = False  # padding, and a [SEP] dropped mid-row
+    txt_valid[2, 3] = False
+    img_valid[3, 6:] = False
+    return txt, img, txt_valid, img_valid
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pair_distances_follow_vilt_ipot_order(seed):
+    txt, img, tv, iv = _nearly_aligned(seed)
+    out = SimpleNamespace(tokens={"text": txt, "image": img}, token_masks={"text": tv, "image": iv})
+    D, _ = pair_distances(out, PAIR)["text-image"]  # defaults: step 0.5, 50 iterations
+    ref = np.array([vilt_ipot_distance(txt[b], img[b], tv[b], iv[b]) for b in range(len(txt))])
+    np.testing.assert_allclose(D.numpy(), ref, atol=2e-6, rtol=0)
+    # the other order is measurably different here (well beyond the tolerance above), so the
+    # comparison can tell the two orders apart
+    other = ot_distance(txt, img, tv, iv).numpy()
+    assert np.max(np.abs(other - ref)) > 20 * 2e-6
+
+
+def test_three_modality_pairs_put_the_first_modality_in_vilts_text_role():
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 9, 8, generator=g)
+    tokens = {m: base[:, :L] + 0.05 * torch.randn(2, L, 8, generator=g) for m, L in [("text", 5), ("video", 9), ("audio", 7)]}
+    masks = {m: torch.ones(2, t.shape[1], dtype=torch.bool) for m, t in tokens.items()}
+    masks["audio"][1, 4:] = False
+    out = SimpleNamespace(tokens=tokens, token_masks=masks)
+    res = pair_distances(out, modality_pairs(["text", "video", "audio"]))
+    assert list(res) == ["text-video", "text-audio", "video-audio"]
+    for key, (D, _) in res.items():
+        first, second = key.split("-")
+        ref = [vilt_ipot_distance(tokens[first][b], tokens[second][b], masks[first][b], masks[second][b]) for b in range(2)]
+        np.testing.assert_allclose(D.numpy(), ref, atol=2e-6, rtol=0)
+
+
+def test_target_feasibility():
+    from wma_core.losses import D_MAX, target_feasible
+
+    assert D_MAX == 2.0  # cosine cost in [0, 2]
+    d0 = {"text-video": 0.5, "text-audio": 0.9, "video-audio": 0.2}
+    # beta = 3: 1.5 and 0.6 reachable, 2.7 not (computed by hand)
+    assert target_feasible(WMAConfig(alpha=1.0, beta=3.0), d0) == {"text-video": True, "text-audio": False, "video-audio": True}
+    assert target_feasible(WMAConfig(alpha=1.0, beta=4.0), d0) == {"text-video": True, "text-audio": False, "video-audio": True}
+    assert target_feasible(WMAConfig(alpha=1.0, beta=2.0 / 0.9), {"p": 0.9}) == {"p": True}  # exactly 2 is reachable
+    assert target_feasible(WMAConfig(alpha=1.0, beta=2.3), {"p": 0.9}) == {"p": False}
+    assert target_feasible(WMAConfig(alpha=0.0, beta=4.0), d0) == {}  # the baseline has no target
+    assert target_feasible(WMAConfig(alpha=1.0, beta=4.0, target="batch"), d0) == {}

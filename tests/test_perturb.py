@@ -8,6 +8,7 @@ token index) only.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,95 @@ def test_missing_needs_n_total():
     with pytest.raises(ValueError, match="n_total"):
         P.missing_samples(p, torch.tensor([0]))
     assert p.for_split(10).n_total == 10 and p.n_total is None  # frozen, a new object
+
+
+# --------------------------------------------------------------------------- relative noise
+
+
+def test_relative_noise_is_amplitude_times_rms():
+    """mode="relative": n ~ U(-a * r, a * r) with r the modality's embedding RMS."""
+    a, r = 0.4, 2.5
+    p = P.Perturbation(kind="noise", modality="image", amplitude=a, mode="relative", scale=r, seed=1)
+    assert p.half_width == pytest.approx(1.0)
+    n = noise_of(p, list(range(8)), L=40, D=64)
+    assert float(n.abs().max()) <= a * r + 1e-6 and float(n.abs().max()) > a * r - 0.01
+    var = (2 * a * r) ** 2 / 12  # variance of U(-a r, a r)
+    assert abs(float(n.var()) - var) < 0.05 * var
+    assert abs(float(n.mean())) < 6 * (var / n.numel()) ** 0.5
+    # the same draws as symmetric noise of amplitude a * r (one random stream per sample)
+    sym = P.Perturbation(kind="noise", modality="image", amplitude=a * r, seed=1)
+    torch.testing.assert_close(n, noise_of(sym, list(range(8)), L=40, D=64), atol=1e-6, rtol=0)
+
+
+def test_relative_noise_needs_a_scale():
+    with pytest.raises(ValueError, match="embedding RMS"):
+        P.Perturbation(kind="noise", modality="text", mode="relative")
+    with pytest.raises(ValueError, match="embedding RMS"):
+        P.Perturbation(kind="noise", modality="text", mode="relative", scale=float("nan"))
+    with pytest.raises(ValueError, match="amplitude"):
+        P.Perturbation(kind="noise", modality="text", amplitude=-1.0)
+    # missing cases need no scale; test_cases hands each modality its own scale and amplitude
+    cases = P.test_cases(["text", "image"], amplitude={"text": 0.5, "image": 2.0}, scales={"text": 1.0, "image": 0.1},
+                         mode="relative")
+    assert cases["text_noise"].half_width == pytest.approx(0.5) and cases["image_noise"].half_width == pytest.approx(0.2)
+    assert cases["text_missing"].scale is None
+    with pytest.raises(ValueError, match="embedding RMS of 'image'"):
+        P.test_cases(["text", "image"], scales={"text": 1.0}, mode="relative")
+    with pytest.raises(ValueError, match="amplitude"):
+        P.test_cases(["text", "image"], amplitude={"text": 1.0})
+    # symmetric and positive modes ignore scales and stay as they were
+    assert P.test_cases(["text"], scales={"text": 9.0})["text_noise"].half_width == 3.0
+
+
+def test_embedding_rms_probe_over_valid_rows():
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(3, 6, 4, generator=g) * 2.0
+    image = torch.randn(3, 1 + 5, 4, generator=g) * 0.3
+    attention = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    canon = torch.tensor([[0, 1, 2, 3, 4], [0, 1, 2, -1, -1], [0, 1, -1, -1, -1]])
+    probe = P.EmbeddingRMS.from_batch({"attention_mask": attention})
+    assert P.apply(probe, "text", text, None) is text  # observed, not changed
+    assert P.apply(probe, "image", image, None, canon) is image
+    t = text[:, 1:].numpy()[attention[:, 1:].numpy().astype(bool)]  # valid rows, CLS excluded
+    i = image[:, 1:].numpy()[canon.numpy() >= 0]
+    rms = probe.rms()
+    assert rms["text"] == pytest.approx(float(np.sqrt(np.mean(t**2))), rel=1e-6)
+    assert rms["image"] == pytest.approx(float(np.sqrt(np.mean(i**2))), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small_hm(tmp_path_factory):
+    from data_prep.config import PrepareConfig, SynthConfig
+    from data_prep.prepare import prepare
+    from data_prep.synth import synthesize
+
+    root = tmp_path_factory.mktemp("hm_rel")
+    synthesize("hateful_memes", root / "raw", SynthConfig(n=120, seed=4))
+    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
+    return root / "prep"
+
+
+def test_relative_noise_rms_recorded_with_the_run(small_hm, tmp_path):
+    """The run measures each modality's embedding RMS on its first training batch under the
+    initial weights; here the same RMS is computed from transformers' own embedding modules."""
+    from data_prep.dataset import PreparedDataset, make_loader, task_info
+    from wma_core import train as T
+
+    cfg = T.TrainConfig(dataset="hateful_memes", data_dir=str(small_hm), epochs=1, batch_size=16, seed=3, device="cpu",
+                        progress=False, ot_iters=5, noise_mode="relative", amplitude={"text": 0.5, "image": 2.0})
+    rec = T.fit(cfg, tmp_path / "store")
+    ds = PreparedDataset(small_hm, "train")
+    model = T.build_model(task_info(ds.manifest), cfg).eval()
+    first = next(iter(make_loader(ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0)))
+    emb = model.backbone.vilt.embeddings
+    with torch.no_grad():
+        text = emb.text_embeddings(input_ids=first["input_ids"])[:, 1:]
+        pixels = (first["pixel_values"].float() / 255.0 - 0.5) / 0.5
+        image, image_mask, _ = emb.visual_embed(pixels, first["pixel_mask"], max_image_length=-1)
+    t = text[first["attention_mask"][:, 1:].bool()]
+    i = image[:, 1:][image_mask[:, 1:].bool()]
+    want = {"text": float(t.pow(2).mean().sqrt()), "image": float(i.pow(2).mean().sqrt())}
+    assert rec["embedding_rms"] == pytest.approx(want, rel=1e-5)
+    for m, a in cfg.amplitude.items():
+        assert rec["noise"][m] == {"mode": "relative", "amplitude": a, "half_width": pytest.approx(a * want[m], rel=1e-5)}
+    assert set(rec["metrics"]) == {"normal", "text_noise", "image_noise", "text_missing", "image_missing"}

@@ -4,7 +4,8 @@ Three scales (:data:`PROFILES`):
 
 - ``smoke``: a few hundred samples, one epoch: what the test suite runs through every notebook.
 - ``default``: the embedded default. Synthetic twins written in the real raw layouts, a tiny
-  randomly initialised ViLT, CPU, minutes.
+  ViLT pretrained once the way ViLT was (:mod:`wma_core.pretrain`; ``model="tiny"`` keeps the
+  random initialisation for comparison), CPU, minutes.
 - ``paper``: the real datasets (``data_root`` = the raw folder as the dataset ships),
   ``dandelin/vilt-b32-mlm``, the paper's batch sizes, bf16 on a GPU.
 
@@ -38,11 +39,16 @@ class Profile:
 
     Attributes:
         name: ``smoke``, ``default`` or ``paper``.
-        model: ``"tiny"`` or a hub name / local folder of ViLT weights.
-        twin_n: samples in a synthetic twin (``None``: real data from ``data_root``).
+        model: ``"pretrained"`` (the miniature pretrained by :mod:`wma_core.pretrain`), ``"tiny"``
+            (random initialisation) or a hub name / local folder of ViLT weights.
+        twin_n: samples in a synthetic twin (``None``: real data from ``data_root``), split about
+            70/10/20 into train/dev/test unless ``twin_splits`` is set.
+        twin_splits: ``(train, dev, test)`` sizes of the twin (then ``twin_n`` is their sum):
+            sized from the measured variance split (:func:`wma_core.stats.variance_split`).
         twin_steps: time steps of the MultiBench twins.
         image_size, patch_size: ViLT's image resize rule (shorter side, patch multiple).
-        tokenizer: ``"train"`` (WordPiece fitted on the twin) or a checkpoint's tokenizer.
+            The tokenizer is the model's (:func:`prepare_data`): a WordPiece vocabulary fitted
+            on the train text for ``"tiny"``, else the checkpoint's own.
         epochs: maximum epochs per dataset; patience: early-stopping patience.
         batch_size: per dataset.
         lr: per dataset (the paper searched [1e-2, 1e-3, 1e-4, 5e-5, 1e-5]).
@@ -52,6 +58,10 @@ class Profile:
         max_train_samples: cap on training samples (``None``: all).
         alpha_grid, beta_grid: the α × β grid of the β-curve chapter (α = 0 adds the baseline).
         grid_seeds: seeds of that grid.
+        noise_mode, amplitude: the test-time noise (:mod:`wma_core.perturb`): the paper's absolute
+            ``U(-3, 3)`` (``"symmetric"``, 3) unless ``noise_calibration`` is set.
+        noise_calibration: a calibration file (:mod:`wma_core.calibrate`): relative noise with the
+            amplitude it gives per dataset and modality.
     """
 
     name: str
@@ -60,7 +70,6 @@ class Profile:
     twin_steps: int
     image_size: int
     patch_size: int
-    tokenizer: str
     epochs: dict
     patience: int
     batch_size: dict = field(default_factory=dict)
@@ -72,6 +81,10 @@ class Profile:
     alpha_grid: tuple = (0.0, 1.0)
     beta_grid: tuple = (1.0,)
     grid_seeds: tuple = (0,)
+    noise_mode: str = "symmetric"
+    amplitude: float = 3.0
+    twin_splits: tuple | None = None
+    noise_calibration: str | None = None
 
 
 #: The (α, β) the paper selected per dataset: the Table 3-6 cell equal to Table 1's WMA row
@@ -88,14 +101,17 @@ PAPER_ALPHAS = (0.1, 0.2, 1.0, 5.0)
 PAPER_BETAS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 4.0, 6.0, 10.0)
 
 
+#: ``Profile.model`` of the miniature pretrained by :mod:`wma_core.pretrain` (see :func:`resolve_model`).
+PRETRAINED = "pretrained"
+
 PROFILES = {
     "smoke": Profile(
-        name="smoke", model="tiny", twin_n=160, twin_steps=8, image_size=32, patch_size=16, tokenizer="train",
+        name="smoke", model=PRETRAINED, twin_n=160, twin_steps=8, image_size=32, patch_size=16,
         epochs={d: 1 for d in DATASETS}, patience=5, batch_size={d: 16 for d in DATASETS}, lr={d: 1e-3 for d in DATASETS}, seeds=(0, 1),
         device="cpu", alpha_grid=(0.0, 1.0), beta_grid=(0.5, 2.0), grid_seeds=(0,),
     ),
     "default": Profile(
-        name="default", model="tiny", twin_n=1000, twin_steps=20, image_size=64, patch_size=16, tokenizer="train",
+        name="default", model=PRETRAINED, twin_n=1000, twin_steps=20, image_size=64, patch_size=16,
         # a randomly initialised model needs many small steps on the 23-label MM-IMDb twin
         epochs={"hateful_memes": 4, "mmimdb": 8, "ur_funny": 4, "mosei": 4}, patience=5,
         batch_size={"hateful_memes": 32, "mmimdb": 8, "ur_funny": 32, "mosei": 32},
@@ -104,12 +120,26 @@ PROFILES = {
     ),
     "paper": Profile(
         name="paper", model="dandelin/vilt-b32-mlm", twin_n=None, twin_steps=50, image_size=384, patch_size=32,
-        tokenizer="dandelin/vilt-b32-mlm", epochs={d: 20 for d in DATASETS}, patience=5,
+        epochs={d: 20 for d in DATASETS}, patience=5,
         batch_size={"hateful_memes": 128, "mmimdb": 64, "ur_funny": 256, "mosei": 256},
         lr={d: 1e-4 for d in DATASETS}, seeds=(0, 1, 2, 3, 4), amp="bf16", device="auto",
         alpha_grid=(0.0,) + PAPER_ALPHAS, beta_grid=PAPER_BETAS, grid_seeds=(0,),
     ),
 }
+
+
+def resolve_model(model: str | None = None, scale: str = "default") -> str:
+    """The model a run loads: ``None`` is the profile's; ``"pretrained"`` is the folder of the
+    miniature pretrained the way ViLT was (:mod:`wma_core.pretrain`, its ``smoke`` configuration
+    at smoke scale, else ``default``), built on first use and reused after (a file lock keeps two
+    processes from pretraining it at once); anything else (``"tiny"``, a hub name, a folder) is
+    returned as it is."""
+    model = get_profile(scale).model if model is None else str(model)
+    if model != PRETRAINED:
+        return model
+    from .pretrain import SCALES, pretrain
+
+    return str(pretrain(SCALES["smoke" if scale == "smoke" else "default"], progress=False))
 
 
 def get_profile(scale: str) -> Profile:
@@ -118,21 +148,60 @@ def get_profile(scale: str) -> Profile:
     return PROFILES[scale]
 
 
-def prepare_data(dataset: str, scale: str = "default", data_root: str | None = None, *, seed: int = 0, progress: bool = False) -> Path:
+def noise_settings(dataset: str, scale: str = "default") -> dict:
+    """``{"noise_mode", "amplitude"}`` of the test-time noise for ``dataset`` at ``scale``.
+
+    With a calibration file the noise is relative and the amplitude is ``{modality: a}`` from
+    it (:func:`wma_core.calibrate.calibrated_amplitudes`); otherwise the profile's."""
+    prof = get_profile(scale)
+    if prof.noise_calibration:
+        from .calibrate import calibrated_amplitudes
+
+        return {"noise_mode": "relative", "amplitude": calibrated_amplitudes(dataset, ROOT / prof.noise_calibration)}
+    return {"noise_mode": prof.noise_mode, "amplitude": prof.amplitude}
+
+
+def prepare_data(
+    dataset: str,
+    scale: str = "default",
+    data_root: str | None = None,
+    *,
+    model: str | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Path:
     """The prepared folder for ``dataset`` at ``scale``: made once, then reused.
 
     With ``data_root`` (a raw folder in the dataset's own layout) that data is prepared;
     otherwise the profile's synthetic twin is written first (not at ``paper`` scale).
+
+    ``model`` (``None``: the profile's) decides the tokenizer of the image+text datasets:
+    ``"tiny"`` fits a WordPiece vocabulary on the train text; a local folder (written by
+    ``save_pretrained``) or a hub name uses that checkpoint's tokenizer. A folder is read
+    without network access; a hub name that is neither in the hub cache nor reachable fails at
+    once (:mod:`data_prep.checkpoints`). The prepared folder's name carries a digest of the
+    tokenizer (``-tok<digest>``; none for the fitted one), so each tokenizer gets its own.
+    The feature datasets (UR-FUNNY, MOSEI) have no tokenizer: ``model`` does not matter there.
     """
+    from data_prep import checkpoints
     from data_prep.config import PrepareConfig, SynthConfig
     from data_prep.prepare import prepare
     from data_prep.synth import synthesize
+    from data_prep.tasks import task_spec
 
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     prof = get_profile(scale)
+    model = resolve_model(model, scale)
     home = data_home()
-    pcfg = PrepareConfig(image_size=prof.image_size, patch_size=prof.patch_size, tokenizer=prof.tokenizer, progress=progress)
+    tokenizer, tok_tag = "train", ""
+    if task_spec(dataset).is_image_text and model != "tiny":
+        folder = checkpoints.local_folder(model)
+        if folder is not None:
+            checkpoints.require_tokenizer(folder)  # a clear error before any data is written
+        tokenizer = str(folder) if folder is not None else model
+        tok_tag = f"-tok{checkpoints.tokenizer_key(tokenizer)}"
+    pcfg = PrepareConfig(image_size=prof.image_size, patch_size=prof.patch_size, tokenizer=tokenizer, progress=progress)
     if data_root:
         raw = Path(data_root).expanduser().resolve()
         if not raw.is_dir():
@@ -141,16 +210,33 @@ def prepare_data(dataset: str, scale: str = "default", data_root: str | None = N
     else:
         if prof.twin_n is None:
             raise ValueError(f"scale={scale!r} runs on the real data: give data_root, the raw {dataset} folder")
-        tag = f"{dataset}-twin-n{prof.twin_n}-t{prof.twin_steps}-s{seed}"
+        splits = prof.twin_splits
+        size = f"n{prof.twin_n}" if splits is None else "n" + "x".join(str(int(x)) for x in splits)
+        tag = f"{dataset}-twin-{size}-t{prof.twin_steps}-s{seed}"
         raw = home / "raw" / tag
-    out = home / "prepared" / f"{tag}-i{prof.image_size}p{prof.patch_size}"
+    out = home / "prepared" / f"{tag}-i{prof.image_size}p{prof.patch_size}{tok_tag}"
     with file_lock(home / "locks" / f"prepare-{tag}.lock"):
         if not data_root and not (raw / ".complete").exists():
-            synthesize(dataset, raw, SynthConfig(n=prof.twin_n, seed=seed, steps=prof.twin_steps))
+            synthesize(dataset, raw, SynthConfig(n=prof.twin_n, seed=seed, steps=prof.twin_steps, splits=splits))
             (raw / ".complete").touch()
         if not (out / "manifest.json").exists():
             prepare(dataset, raw, out, pcfg)
+    _check_vocabulary(out, model)
     return out
+
+
+def _check_vocabulary(prepared: Path, model: str) -> None:
+    """A local model folder must embed every token id of the prepared data."""
+    from data_prep import checkpoints
+    from data_prep.store import read_manifest
+
+    n_model = checkpoints.model_vocab_size(model) if model != "tiny" else None
+    n_data = read_manifest(prepared).get("vocab_size")
+    if n_model is not None and n_data is not None and n_data > n_model:
+        raise ValueError(
+            f"the tokenizer of {prepared} has {n_data} tokens but the model {model} embeds only {n_model} "
+            f"(config.json vocab_size): the model folder needs its own tokenizer saved beside its weights"
+        )
 
 
 def run_configs(
@@ -165,22 +251,32 @@ def run_configs(
     lr: float | None = None,
     epochs: int | None = None,
     device: str | None = None,
+    max_train_samples: int | None = None,
     **overrides,
 ) -> list[TrainConfig]:
-    """One :class:`TrainConfig` per (α, β, seed); α = 0 gives one baseline per seed whatever β."""
+    """One :class:`TrainConfig` per (α, β, seed); α = 0 gives one baseline per seed whatever β.
+
+    ``lr``, ``epochs``, ``device``, ``max_train_samples``: ``None`` keeps the profile's."""
+    from data_prep.checkpoints import local_folder
+
     prof = get_profile(scale)
     seeds = prof.seeds if seeds is None else tuple(seeds)
+    model = resolve_model(overrides.pop("model", None), scale)
+    if model != "tiny" and (folder := local_folder(model)) is not None:
+        model = str(folder)  # trials may run in other processes, with another working directory
+    noise = {} if {"noise_mode", "amplitude"} & set(overrides) else noise_settings(dataset, scale)
     base = TrainConfig(
         dataset=dataset,
         data_dir=str(data_dir),
-        model=prof.model,
+        model=model,
+        **noise,
         lr=prof.lr[dataset] if lr is None else lr,
         batch_size=prof.batch_size[dataset],
         epochs=prof.epochs[dataset] if epochs is None else epochs,
         patience=prof.patience,
         amp=prof.amp,
         device=prof.device if device is None else device,
-        max_train_samples=prof.max_train_samples,
+        max_train_samples=prof.max_train_samples if max_train_samples is None else int(max_train_samples),
         target=target,
         progress=False,
     )

@@ -38,6 +38,21 @@ DATASET_LABELS = {"hateful_memes": "Hateful Memes", "mmimdb": "MM-IMDb", "ur_fun
 METRIC_LABELS = {"auroc": "AUROC", "f1_macro": "F1 (macro)", "mae": "MAE (lower is better)"}
 PAIR_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c"]
 DPI = 100
+# Type sizes for figures read at the page's width: a 10-inch figure is shown at about 3/4 of its
+# size, so nothing is set below 10 pt (about 9 pt or more on the page).
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "xtick.labelsize": 10,
+                     "ytick.labelsize": 10, "legend.fontsize": 10, "figure.titlesize": 12, "legend.framealpha": 0.9})
+# Lines and bars differ by marker, line style or hatch as well as by colour (readable in grey, and
+# for readers who do not tell the colours apart).
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+LINESTYLES = ["-", "--", "-.", ":"]
+PAIR_HATCHES = ["", "//", ".."]
+BAR_HATCHES = ["", "//", "..", "xx", "\\\\", "--"]
+
+
+def line_style(i: int) -> dict:
+    """Marker and line style of the ``i``-th line of a panel (cycled)."""
+    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
 
 
 def _root() -> Path:
@@ -128,12 +143,21 @@ def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
     """A :func:`wma_core.report.comparison` frame as display columns (paper beside ours).
 
     Columns: test case, the paper's a and b and its gain, our a and b (mean ± 95% CI half-width), our
-    gain (mean [95% CI], positive = b better), paired p-value, seeds, and whether the paper's
-    gain lies within our seed noise (``gain_in_noise``). ``paper=False`` drops the paper's columns
-    (comparisons the paper did not make).
+    gain (mean [95% CI], positive = b better), our minimum detectable effect at 80% power, the paired
+    p-value and its Holm-corrected value (secondary test cases), seeds, and the verdict
+    (:func:`wma_core.report.verdict`). With fewer than 2 paired seeds no interval is printed: the
+    gain column says so. A collapsed run shows no gain at all (it is no measurement of the method).
+    ``paper=False`` drops the paper's columns (comparisons the paper did not make).
     """
     rows = []
     for r in cmp.itertuples(index=False):
+        dead = getattr(r, "collapsed_a", 0) + getattr(r, "collapsed_b", 0)
+        if dead:
+            gain = f"collapsed run ({r.collapsed_a} of {a_label}, {r.collapsed_b} of {b_label})"
+        elif r.n_seeds < 2:
+            gain = (f"{r.diff_mean:+.3f} ({report_min_seeds()})" if r.diff_mean == r.diff_mean else "–")
+        else:
+            gain = _ci_text(r.diff_mean, r.diff_lo, r.diff_hi)
         rows.append({
             "test case": case_label(r.test_case),
             f"paper {a_label}": r.paper_a,
@@ -141,10 +165,12 @@ def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
             "paper gain": r.paper_gain,
             f"ours {a_label}": _pm_text(r.a_mean, r.a_lo, r.a_hi),
             f"ours {b_label}": _pm_text(r.b_mean, r.b_lo, r.b_hi),
-            "ours gain [95% CI]": _ci_text(r.diff_mean, r.diff_lo, r.diff_hi),
+            "ours gain [95% CI]": gain,
+            "MDE (80% power)": getattr(r, "mde", np.nan),
             "p (paired t)": r.p_value,
+            "p (Holm)": getattr(r, "p_holm", np.nan),
             "seeds": r.n_seeds,
-            "paper gain within our noise": ("yes" if r.gain_in_noise else "no") if r.paper_gain == r.paper_gain and r.n_seeds >= 2 else "–",
+            "verdict": getattr(r, "verdict", ""),
         })
     df = pd.DataFrame(rows)
     if not paper:
@@ -152,9 +178,27 @@ def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
     return df
 
 
+def report_min_seeds() -> str:
+    from .report import MIN_SEEDS_TEXT
+
+    return MIN_SEEDS_TEXT
+
+
+VERDICT_COLORS = {"detected": "#cfe8cf", "detected (opposite sign)": "#f6c9c4", "ruled out at the paper's size": "#f6c9c4",
+                  "inconclusive": "#fde2c4", "collapsed run": "#d9d9d9"}
+
+
+def _shade_verdict(v) -> str:
+    from .report import VERDICTS, verdict_category
+
+    if not isinstance(v, str) or not v.startswith(VERDICTS):
+        return ""
+    return f"background-color: {VERDICT_COLORS[verdict_category(v)]}"
+
+
 def comparison_table(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", caption: str | None = None,
                      paper: bool = True, dataset_column: bool = False):
-    """:func:`comparison_frame` styled: p-values to 3 digits, the 'within noise' cells shaded.
+    """:func:`comparison_frame` styled: p-values to 3 digits, the verdict cells shaded by category.
 
     ``dataset_column``: ``cmp`` has a ``dataset`` column (several datasets concatenated) to show first.
     """
@@ -162,13 +206,37 @@ def comparison_table(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
     if dataset_column and "dataset" in cmp.columns:
         df.insert(0, "dataset", [DATASET_LABELS.get(d, d) for d in cmp["dataset"]])
     sty = show_table(df, caption=caption, precision=3)
-    if not paper:
-        return sty
+    return sty.map(_shade_verdict, subset=["verdict"])
 
-    def shade(v):
-        return "background-color: #fde2c4" if v == "yes" else ""
 
-    return sty.map(shade, subset=["paper gain within our noise"])
+def endpoints_frame(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA") -> pd.DataFrame:
+    """The primary endpoints (:func:`wma_core.report.endpoints`) as display columns, one row each.
+
+    A half-width above 0.02 is what it is: the MDE column beside the paper's gain says what our
+    seeds could have detected.
+    """
+    rows = []
+    for r in ep.itertuples(index=False):
+        dead = r.collapsed_a + r.collapsed_b
+        if dead:
+            gain = f"collapsed run ({r.collapsed_a} of {a_label}, {r.collapsed_b} of {b_label})"
+        elif r.n_seeds < 2:
+            gain = f"{r.diff_mean:+.3f} ({report_min_seeds()})" if r.diff_mean == r.diff_mean else "–"
+        else:
+            gain = _ci_text(r.diff_mean, r.diff_lo, r.diff_hi)
+        rows.append({
+            "endpoint": r.endpoint, "test cases": r.test_cases.replace("_", " "), "paper gain": r.paper_gain,
+            f"ours {a_label}": _pm_text(r.a_mean, r.a_lo, r.a_hi), f"ours {b_label}": _pm_text(r.b_mean, r.b_lo, r.b_hi),
+            "ours gain [95% CI]": gain, "CI half-width": r.half_width, "MDE (80% power)": r.mde,
+            "p (paired t)": r.p_value, "seeds": r.n_seeds, "verdict": r.verdict,
+        })
+    return pd.DataFrame(rows)
+
+
+def endpoints_table(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", caption: str | None = None):
+    """:func:`endpoints_frame` styled, verdicts shaded by category."""
+    sty = show_table(endpoints_frame(ep, a_label=a_label, b_label=b_label), caption=caption, precision=3)
+    return sty.map(_shade_verdict, subset=["verdict"])
 
 
 def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
@@ -176,7 +244,13 @@ def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
     ds = manifest["dataset"]
     dropped = manifest.get("dropped") or {}
     n_dropped = sum(sum(v.values()) if isinstance(v, dict) else int(v) for v in dropped.values())
-    reasons = sorted({r for v in dropped.values() if isinstance(v, dict) for r in v})
+
+    def counts(section: dict) -> str:  # "3 × unknown genre News; 1 × missing image" over all splits
+        total: dict = {}
+        for v in section.values():
+            for r, n in (v.items() if isinstance(v, dict) else ()):
+                total[r] = total.get(r, 0) + int(n)
+        return "; ".join(f"{n} × {r}" for r, n in sorted(total.items()))
 
     def per_dataset(v):
         return v.get(ds) if isinstance(v, dict) else v
@@ -186,9 +260,20 @@ def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
         "task": f"{manifest['task']['kind']} ({manifest['task']['n_out']} outputs)",
         "modalities": ", ".join(manifest["modalities"]),
         "samples train / dev / test": " / ".join(str(manifest["splits"][s]) for s in ("train", "dev", "test")),
-        "samples dropped by the converter": f"{n_dropped} ({'; '.join(reasons)})" if n_dropped else "0",
+        "samples dropped by the converter": f"{n_dropped} ({counts(dropped)})" if n_dropped else "0",
         "headline metric": metric_label(manifest["task"]["headline_metric"]),
     }
+    if manifest.get("dropped_genres"):  # MM-IMDb: labels outside the label set, dropped from kept movies
+        rows["genre labels dropped (movies kept)"] = counts(manifest["dropped_genres"])
+    if n_dropped or manifest.get("dropped_genres"):
+        rows["converter log"] = "prepare.log in the prepared folder names every record left out"
+    if manifest.get("feature_dims"):  # MultiBench features: where our converter departs from MultiBench
+        n_nonfinite = sum(n for v in dropped.values() if isinstance(v, dict)
+                          for r, n in v.items() if r.startswith("non-finite"))
+        rows["non-finite features"] = (
+            f"samples with NaN or +inf features on a valid time step are dropped and counted "
+            f"({n_nonfinite} here); MultiBench keeps them. Audio -inf becomes 0, as in MultiBench."
+        )
     if profile is not None:
         rows.update({
             "scale": profile.name, "model": profile.model, "max epochs": per_dataset(profile.epochs),
@@ -198,8 +283,22 @@ def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
     return pd.DataFrame({"": list(rows), "value": [str(v) for v in rows.values()]})
 
 
+def target_text(rec: dict) -> str:
+    """WMA's target β·D0 (largest over pairs) as text, flagged when it cannot be reached:
+    ``"1.35"``, ``"2.70 ✗ unreachable (> 2)"``; ``"–"`` for the baseline and the batch target."""
+    from .losses import D_MAX
+    from .report import target_reachable
+
+    c = rec["config"]
+    if c["method"] == "baseline" or c.get("target", "init") != "init" or not rec.get("d0"):
+        return "–"
+    t = c["beta"] * max(rec["d0"].values())
+    return f"{t:.2f}" if target_reachable(rec) else f"{t:.2f} ✗ unreachable (> {D_MAX:g})"
+
+
 def runs_table(records) -> pd.DataFrame:
-    """One row per training run: method, α, β, target, seed, epochs, D0, dev and test headline metric, time."""
+    """One row per training run: method, α, β, target, seed, epochs, D0, the target β·D0 (flagged
+    when unreachable), dev and test headline metric, time."""
     rows = []
     for rec in records:
         c = rec["config"]
@@ -209,6 +308,7 @@ def runs_table(records) -> pd.DataFrame:
             "target": c.get("target", "init") if c["method"] != "baseline" else "",
             "seed": c["seed"], "best epoch": f"{rec.get('best_epoch')} of {rec.get('epochs_run')}",
             "D0 (mean over pairs)": float(np.mean(list(rec["d0"].values()))) if rec.get("d0") else np.nan,
+            "target β·D0": target_text(rec),
             f"dev {m}": (rec.get("dev_metrics") or {}).get(m, np.nan),
             f"test {m} (normal)": rec["metrics"]["normal"].get(m, np.nan),
             "train s": (rec.get("timings") or {}).get("train_seconds", np.nan),
@@ -226,32 +326,43 @@ def _fmt_gain(m, lo, hi) -> str:
 
 
 def verdict(row, b_label: str = "WMA") -> str:
-    """A short, honest reading of one comparison row (ours vs the paper's gain)."""
-    if row.n_seeds < 2 or row.diff_lo != row.diff_lo:
-        return "too few seeds for an interval"
-    if row.ci_contains_zero:
-        s = "our interval contains zero (no significant difference)"
-    else:
-        s = f"{b_label} is significantly " + ("better" if row.diff_mean > 0 else "worse") + " (95% CI excludes zero)"
-    if row.paper_gain == row.paper_gain:
-        s += "; the paper's gain lies " + ("inside" if row.paper_gain_in_ci else "outside") + " our interval"
-        if row.gain_in_noise:
-            s += " and is smaller than our seed noise"
-    return s
+    """The verdict of one comparison or endpoint row (:func:`wma_core.report.verdict`'s fixed
+    vocabulary), followed by the numbers it rests on: ``"detected: +0.012 [+0.004, +0.020] vs the
+    paper's +0.005"``; a collapsed run and fewer than 2 seeds get no interval."""
+    from .report import verdict as _verdict
+
+    dead = int(getattr(row, "collapsed_a", 0)) + int(getattr(row, "collapsed_b", 0))
+    text = getattr(row, "verdict", None) or _verdict(row.diff_mean, row.diff_lo, row.diff_hi, int(row.n_seeds),
+                                                     row.paper_gain, getattr(row, "mde", float("nan")), dead)
+    if dead or row.n_seeds < 2 or row.diff_lo != row.diff_lo:
+        return text
+    paper = "" if row.paper_gain != row.paper_gain else f" vs the paper's {row.paper_gain:+.3f}"
+    mde = getattr(row, "mde", float("nan"))
+    return f"{text}: {b_label} − baseline {_fmt_gain(row.diff_mean, row.diff_lo, row.diff_hi)}{paper}" + (
+        f" (our MDE at 80% power {mde:.3f})" if mde == mde else "")
 
 
-def headline_glue(cmp: pd.DataFrame, prefix: str = "") -> dict:
+def headline_glue(cmp: pd.DataFrame, prefix: str = "", endpoints: pd.DataFrame | None = None) -> dict:
     """Text values to glue from one comparison: the normal test case and the noise / missing averages.
 
     Keys (with ``prefix``): ``gain_normal``, ``paper_gain_normal``, ``verdict_normal``, ``n_seeds``,
     ``gain_noise``, ``paper_gain_noise``, ``gain_missing``, ``paper_gain_missing``, ``wins``
-    (test cases where b's mean is better, ``k of n``), ``paper_wins``.
+    (test cases where b's mean is better, ``k of n``), ``paper_wins``; with ``endpoints``
+    (:func:`wma_core.report.endpoints`) also ``verdict_noise`` and ``verdict_missing``, and the
+    noise / missing gains are the endpoints' (mean over cases per seed, with intervals).
+    Gains of collapsed runs read "collapsed run", with fewer than 2 seeds they carry no interval.
     """
     out = {}
+
+    def gain_text(r):
+        if int(getattr(r, "collapsed_a", 0)) + int(getattr(r, "collapsed_b", 0)):
+            return "collapsed run"
+        return _fmt_gain(r.diff_mean, r.diff_lo, r.diff_hi)
+
     normal = cmp[cmp["test_case"] == "normal"]
     if len(normal):
         r = next(normal.itertuples(index=False))
-        out["gain_normal"] = _fmt_gain(r.diff_mean, r.diff_lo, r.diff_hi)
+        out["gain_normal"] = gain_text(r)
         out["paper_gain_normal"] = "n/a" if r.paper_gain != r.paper_gain else f"{r.paper_gain:+.3f}"
         out["verdict_normal"] = verdict(r)
         out["n_seeds"] = str(int(r.n_seeds))
@@ -259,7 +370,12 @@ def headline_glue(cmp: pd.DataFrame, prefix: str = "") -> dict:
         sub = cmp[cmp["test_case"].str.endswith("_" + kind)]
         out[f"gain_{kind}"] = f"{sub['diff_mean'].mean():+.3f}" if len(sub) and sub["diff_mean"].notna().any() else "n/a"
         out[f"paper_gain_{kind}"] = f"{sub['paper_gain'].mean():+.3f}" if len(sub) and sub["paper_gain"].notna().any() else "n/a"
-    ours = cmp["diff_mean"].dropna()
+        if endpoints is not None and (endpoints["endpoint"] == kind).any():
+            r = next(endpoints[endpoints["endpoint"] == kind].itertuples(index=False))
+            out[f"gain_{kind}"] = gain_text(r)
+            out[f"verdict_{kind}"] = verdict(r)
+    live = cmp[(cmp.get("collapsed_a", 0) + cmp.get("collapsed_b", 0)) == 0] if "collapsed_a" in cmp else cmp
+    ours = live["diff_mean"].dropna()
     paper = cmp["paper_gain"].dropna()
     out["wins"] = f"{int((ours > 0).sum())} of {len(ours)}"
     out["paper_wins"] = f"{int((paper > 0).sum())} of {len(paper)}"
@@ -308,7 +424,7 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     ax1.set_xticks(x, [case_label(c) for c in cases], rotation=20 if len(cases) > 5 else 0)
     ax1.set_ylabel(metric_label(metric))
     ax1.set_title("ours (mean, 95% CI) and the paper's numbers")
-    ax1.legend(fontsize=8, ncol=2, loc="best", framealpha=0.9)
+    ax1.legend(fontsize=10, ncol=2, loc="best", framealpha=0.9)
     ax1.grid(axis="y", alpha=0.3)
 
     d, dlo, dhi = (cmp[k].to_numpy(dtype=float) for k in ("diff_mean", "diff_lo", "diff_hi"))
@@ -327,7 +443,7 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     ax2.set_xticks(x, [case_label(c) for c in cases], rotation=20 if len(cases) > 5 else 0)
     ax2.set_ylabel("gain (positive = better)")
     ax2.set_title(f"gain of {b_label} over {a_label}: ours (95% CI) and the paper's")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=10)
     ax2.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -380,7 +496,8 @@ def methods_figure(summary: pd.DataFrame, *, colors: dict | None = None, title: 
         err = np.vstack([m - sub["lo"].to_numpy(dtype=float), sub["hi"].to_numpy(dtype=float) - m])
         err = np.where(np.isnan(err), 0, err)
         color = (colors or {}).get(label, default[i % len(default)])
-        ax.bar(x + (i - (len(labels) - 1) / 2) * w, m, w, color=color, label=label, yerr=err, capsize=2, error_kw={"lw": 0.8})
+        ax.bar(x + (i - (len(labels) - 1) / 2) * w, m, w, color=color, label=label, yerr=err, capsize=2, error_kw={"lw": 0.8},
+               hatch=BAR_HATCHES[i % len(BAR_HATCHES)], edgecolor="white")
         means.append(m)
     vals = np.concatenate(means) if means else np.array([])
     vals = vals[np.isfinite(vals)]
@@ -390,7 +507,7 @@ def methods_figure(summary: pd.DataFrame, *, colors: dict | None = None, title: 
     ax.set_xticks(x, [case_label(c) for c in cases], rotation=30 if len(cases) > 5 else 0, ha="right" if len(cases) > 5 else "center")
     ax.set_ylabel(metric_label(metric))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=10, ncol=2)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -450,7 +567,7 @@ def d_trajectory(records, *, title: str = ""):
     for rec in records:
         groups.setdefault(_label(rec), []).append(rec)
     for ax, pair in zip(axes.flat, pairs):
-        for label, recs in groups.items():
+        for g, (label, recs) in enumerate(groups.items()):
             color = _color(recs[0])
             for split, ls in (("dev", "-"), ("train", "--")):
                 curves = []
@@ -463,19 +580,20 @@ def d_trajectory(records, *, title: str = ""):
                 if curves:
                     n = min(len(c[0]) for c in curves)
                     mean = np.mean([c[1][:n] for c in curves], axis=0)
-                    ax.plot(curves[0][0][:n], mean, ls, color=color, lw=2, label=f"{label} ({split})" if split == "dev" or recs[0]["config"]["alpha"] > 0 else None)
+                    ax.plot(curves[0][0][:n], mean, ls, color=color, lw=2, marker=MARKERS[g % len(MARKERS)], ms=5,
+                            label=f"{label} ({split})" if split == "dev" or recs[0]["config"]["alpha"] > 0 else None)
             c = recs[0]["config"]
             if c["alpha"] > 0 and c.get("target", "init") == "init":
                 target = c["beta"] * float(np.mean([r["d0"][pair] for r in recs]))
                 ax.axhline(target, color=color, ls=":", lw=1.5)
-                ax.annotate(f"β·D0 = {target:.3f}", (1.0, target), xycoords=("axes fraction", "data"), fontsize=7,
+                ax.annotate(f"β·D0 = {target:.3f}", (1.0, target), xycoords=("axes fraction", "data"), fontsize=10,
                             color=color, ha="right", va="bottom")
         ax.set_title(f"pair {pair}")
         ax.set_xlabel("epoch (0 = D0, first batch at initialisation)")
         ax.set_ylabel("mean OT distance D")
         ax.grid(alpha=0.3)
     if pairs:
-        axes.flat[0].legend(fontsize=7)
+        axes.flat[0].legend(fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -508,10 +626,11 @@ def d_histogram(records, *, test_case: str = "normal", title: str = "", bins: in
         all_d = np.concatenate([np.asarray(r["distances"][test_case][pair]) for r in records])
         edges = np.linspace(min(all_d.min(), 0.0), max(all_d.max(), 1e-3), bins + 1) if len(all_d) else bins
         d0 = float(np.mean([r["d0"][pair] for r in records]))
-        for label, recs in groups.items():
+        for g, (label, recs) in enumerate(groups.items()):
             d = np.concatenate([np.asarray(r["distances"][test_case][pair]) for r in recs])
             color = _color(recs[0])
-            ax.hist(d, bins=edges, color=color, alpha=0.45, label=f"{label} (mean {d.mean():.3f})")
+            ax.hist(d, bins=edges, color=color, alpha=0.45, hatch=BAR_HATCHES[g % len(BAR_HATCHES)],
+                    label=f"{label} (mean {d.mean():.3f})")
             c = recs[0]["config"]
             if c["alpha"] > 0 and c.get("target", "init") == "init":
                 ax.axvline(c["beta"] * float(np.mean([r["d0"][pair] for r in recs])), color=color, ls=":", lw=2)
@@ -519,7 +638,7 @@ def d_histogram(records, *, test_case: str = "normal", title: str = "", bins: in
         ax.set_title(f"pair {pair}, test case {case_label(test_case)}")
         ax.set_xlabel("OT distance D per test sample")
         ax.set_ylabel("samples")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -539,17 +658,33 @@ def _heat(ax, table: pd.DataFrame, *, title: str, cmap: str, center: float | Non
     else:
         vmin, vmax = (finite.min(), finite.max()) if len(finite) else (0, 1)
     im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(table.shape[1]), [f"{b:g}" for b in table.columns], fontsize=7, rotation=90 if table.shape[1] > 6 else 0)
-    ax.set_yticks(range(table.shape[0]), [f"{a:g}" for a in table.index], fontsize=7)
+    ax.set_xticks(range(table.shape[1]), [f"{b:g}" for b in table.columns], fontsize=10, rotation=90 if table.shape[1] > 6 else 0)
+    ax.set_yticks(range(table.shape[0]), [f"{a:g}" for a in table.index], fontsize=10)
     ax.set_xlabel("β")
     ax.set_ylabel("α")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=11)
     if table.size <= 40:
         for i in range(table.shape[0]):
             for j in range(table.shape[1]):
                 if np.isfinite(vals[i, j]):
-                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=6)
+                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=11 if table.shape[1] <= 6 else 9)
     return im
+
+
+def _hatch_unreachable(ax, unreachable: pd.DataFrame) -> int:
+    """Hatch and frame the cells of a heatmap whose target β·D0 could not be reached.
+
+    ``unreachable``: a bool table with the heatmap's index and columns. Returns how many cells.
+    """
+    from matplotlib.patches import Rectangle
+
+    n = 0
+    for i in range(unreachable.shape[0]):
+        for j in range(unreachable.shape[1]):
+            if bool(unreachable.iat[i, j]):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#b00", lw=1.2))
+                n += 1
+    return n
 
 
 PAPER_GRID_TABLE = {"hateful_memes": 3, "mmimdb": 4, "ur_funny": 5, "mosei": 6}
@@ -560,29 +695,19 @@ def _sign(metric: str) -> float:
 
 
 def our_grid(runs: pd.DataFrame, dataset: str, cases=None, metric: str | None = None) -> dict:
-    """``{test_case: long frame}`` of our α × β grid with ``alpha, beta, mean, lo, hi, n, gain, gain_lo, gain_hi``.
+    """``{test_case: long frame}`` of our α × β grid with ``alpha, beta, n, mean, gain, gain_lo, gain_hi``.
 
-    The gain is over our baseline's mean (same runs frame; positive = better, MAE flipped); its
-    interval is the cell's interval shifted by the baseline mean (the baseline's own spread is
-    not included). The baseline's summary is in ``.attrs["baseline"]`` of each frame.
+    Every cell is compared with **all** baseline seeds (:func:`wma_core.report.grid_gains`: paired
+    by seed where the cell has several seeds the baseline also ran; otherwise against the mean of
+    all baseline seeds, the interval's spread from the baseline seeds). Positive = better (for MAE
+    the gain is baseline − cell). The baseline's summary is in ``.attrs["baseline"]``.
     """
-    from .report import grid, headline, test_case_order
+    from .report import grid_gains, headline, test_case_order
 
     metric = metric or headline(dataset)
-    sign = _sign(metric)
     sub = runs[(runs["dataset"] == dataset) & (runs["split"] == "test")]
     cases = cases or test_case_order(sub["test_case"].unique())
-    out = {}
-    for case in cases:
-        g = grid(runs, dataset, test_case=case, metric=metric, long=True)
-        base = g.attrs.get("baseline", {}).get("mean", float("nan"))
-        g = g.copy()
-        g["gain"] = sign * (g["mean"] - base)
-        lo, hi = sign * (g["lo"] - base), sign * (g["hi"] - base)
-        g["gain_lo"], g["gain_hi"] = np.minimum(lo, hi), np.maximum(lo, hi)
-        g.attrs["baseline"] = g.attrs.get("baseline", {"mean": base})
-        out[case] = g
-    return out
+    return {case: grid_gains(runs, dataset, test_case=case, metric=metric) for case in cases}
 
 
 def paper_grid(dataset: str, paper: pd.DataFrame | None = None) -> dict:
@@ -623,19 +748,28 @@ def grid_heatmaps(frames: dict, *, value: str = "gain", metric: str = "", title:
     """One α × β heatmap per test case from long frames (``alpha, beta`` and ``value`` columns).
 
     ``value="gain"``: a diverging map centred at 0 (blue = better than the baseline); otherwise
-    the metric itself.
+    the metric itself. Cells whose target β·D0 could not be reached (a ``feasible`` column that
+    is False, :func:`our_grid`) are hatched in red and named in a note under the figure.
     """
     cases = list(frames)
     fig, axes = _panels(len(cases), 5.0, 3.4)
+    n_flagged = 0
     for ax, case in zip(axes.flat, cases):
         t = frames[case].pivot_table(index="alpha", columns="beta", values=value, aggfunc="mean").sort_index().sort_index(axis=1)
         if value == "gain":
             im = _heat(ax, t, title=f"{case_label(case)}: gain over baseline", cmap="RdBu", center=0.0, fmt="{:+.3f}")
         else:
             im = _heat(ax, t, title=f"{case_label(case)}: {metric_label(metric)}", cmap="viridis_r" if metric == "mae" else "viridis")
+        if "feasible" in frames[case]:
+            bad = (~frames[case]["feasible"].astype(bool)).astype(float)
+            u = frames[case].assign(_bad=bad).pivot_table(index="alpha", columns="beta", values="_bad", aggfunc="max")
+            n_flagged = max(n_flagged, _hatch_unreachable(ax, u.reindex(index=t.index, columns=t.columns).fillna(0) > 0))
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)
+    if n_flagged:
+        fig.text(0.5, 0.0, f"hatched: {n_flagged} cell(s) whose target β·D0 exceeds 2, the largest OT distance (unreachable)",
+                 ha="center", va="bottom", fontsize=10, color="#b00")
     fig.tight_layout()
     return fig
 
@@ -670,6 +804,7 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
         ours: ``{test_case: long frame}`` with columns ``alpha, beta, gain, gain_lo, gain_hi``
             (:func:`our_grid`; the interval is NaN with one seed).
         paper: the same for the paper (:func:`paper_grid`), drawn dashed in grey shades.
+    Red crosses: our cells whose target β·D0 could not be reached (``feasible`` False).
     Solid lines: ours, one colour per α; dashed: the paper's α rows. β on a log-like axis
     (symlog, so β = 0, minimise-OT, is shown).
     """
@@ -677,30 +812,39 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
     fig, axes = _panels(len(cases), 5.0, 3.3)
     our_alphas = sorted({a for df in ours.values() for a in df["alpha"]})
     cmap = plt.get_cmap("viridis", max(2, len(our_alphas) + 1))
+    # α rows with a cell whose target β·D0 cannot be reached (marked with a red cross, labelled once)
+    our_alphas_flagged = [i for i, a in enumerate(our_alphas)
+                          if any("feasible" in df and not df.loc[df["alpha"] == a, "feasible"].astype(bool).all() for df in ours.values())]
     paper_alphas = sorted({a for df in (paper or {}).values() for a in df["alpha"]})
     greys = plt.get_cmap("Greys", len(paper_alphas) + 2) if paper_alphas else None
+    amark = {a: MARKERS[k % len(MARKERS)] for k, a in enumerate(sorted(set(our_alphas) | set(paper_alphas)))}
     for ax, case in zip(axes.flat, cases):
         ax.axhline(0, color="#444", lw=0.8)
         for i, a in enumerate(our_alphas):
             df = ours[case][ours[case]["alpha"] == a].sort_values("beta")
             if df.empty:
                 continue
-            ax.plot(df["beta"], df["gain"], "-o", color=cmap(i), ms=3, label=f"ours α={a:g}")
+            ax.plot(df["beta"], df["gain"], "-", marker=amark[a], color=cmap(i), ms=5, label=f"ours α={a:g}")
             if "gain_lo" in df and df["gain_lo"].notna().any():
                 ax.fill_between(df["beta"], df["gain_lo"], df["gain_hi"], color=cmap(i), alpha=0.15)
+            if "feasible" in df and not df["feasible"].astype(bool).all():
+                bad = df[~df["feasible"].astype(bool)]
+                ax.plot(bad["beta"], bad["gain"], "x", color="#b00", ms=9, mew=2, ls="none",
+                        label="target β·D0 > 2: unreachable" if i == min(our_alphas_flagged) else None)
         if paper and case in paper:
             for j, a in enumerate(paper_alphas):
                 df = paper[case][paper[case]["alpha"] == a].sort_values("beta")
                 if not df.empty:
-                    ax.plot(df["beta"], df["gain"], "--", color=greys(j + 2), lw=1.2, label=f"paper α={a:g}")
+                    ax.plot(df["beta"], df["gain"], "--", marker=amark[a], mfc="white", ms=4, color=greys(j + 2), lw=1.2,
+                            label=f"paper α={a:g}")
         ax.set_xscale("symlog", linthresh=0.5)
         ax.set_xlabel("β (target = β·D0)")
         ax.set_ylabel("gain over baseline")
-        ax.set_title(case_label(case), fontsize=9)
+        ax.set_title(case_label(case), fontsize=11)
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, bbox_to_anchor=(0.5, -0.01))
+        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=10, bbox_to_anchor=(0.5, -0.01))
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 5) if handles else 0, 1, 1))
@@ -728,15 +872,16 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     edges = np.linspace(0, max(hi, 1e-3) * 1.02, 31)
     for k, (pair, d) in enumerate(zip(pairs, dists)):
         col = PAIR_COLORS[k % len(PAIR_COLORS)]
-        ax1.hist(d, bins=edges, color=col, alpha=0.45, label=f"{pair} (mean {d.mean():.3f})")
+        ax1.hist(d, bins=edges, color=col, alpha=0.45, hatch=PAIR_HATCHES[k % len(PAIR_HATCHES)],
+                 label=f"{pair} (mean {d.mean():.3f})")
         d0 = record["d0"][pair]
         ax1.axvline(d0, color=col, ls="--", lw=1)
         if regularised:
             ax1.axvline(c["beta"] * d0, color=col, ls=":", lw=2)
-    ax1.set_title("test D per sample (normal); -- D0, ··· β·D0", fontsize=9)
+    ax1.set_title("test D per sample (normal); -- D0, ··· β·D0", fontsize=11)
     ax1.set_xlabel("OT distance D")
     ax1.set_ylabel("samples")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=10)
 
     for k, pair in enumerate(pairs):
         col = PAIR_COLORS[k % len(PAIR_COLORS)]
@@ -744,13 +889,13 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
             pts = sorted((p["epoch"], p[pair]) for p in record["d_trajectory"] if pair in p and p["split"] in (split, "train_first_batch"))
             if len(pts) > 1:
                 e, v = zip(*pts)
-                ax2.plot(e, v, ls, marker="o", ms=3, color=col, label=f"{pair} {split}")
+                ax2.plot(e, v, ls, marker=MARKERS[k % len(MARKERS)], ms=5, color=col, label=f"{pair} {split}")
         if regularised:
             ax2.axhline(c["beta"] * record["d0"][pair], color=col, ls=":", lw=1.5)
-    ax2.set_title("mean D over training; ··· target β·D0", fontsize=9)
+    ax2.set_title("mean D over training; ··· target β·D0", fontsize=11)
     ax2.set_xlabel("epoch (0 = D0)")
     ax2.set_ylabel("mean D")
-    ax2.legend(fontsize=6)
+    ax2.legend(fontsize=10)
     ax2.grid(alpha=0.3)
 
     metric = record.get("headline_metric")
@@ -768,10 +913,10 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     if len(allv):
         pad = 0.1 * (allv.max() - allv.min()) + 0.02
         ax3.set_ylim(max(0, allv.min() - pad), allv.max() + pad)
-    ax3.set_xticks(x, [case_label(k) for k in cases], fontsize=8)
+    ax3.set_xticks(x, [case_label(k) for k in cases], fontsize=10)
     ax3.set_ylabel(metric_label(metric))
-    ax3.set_title("test metric per test case", fontsize=9)
-    ax3.legend(fontsize=7)
+    ax3.set_title("test metric per test case", fontsize=11)
+    ax3.legend(fontsize=10)
     ax3.grid(axis="y", alpha=0.3)
     fig.suptitle(title or f"{DATASET_LABELS.get(c['dataset'], c['dataset'])}: {_label(record)}, seed {c['seed']}")
     fig.tight_layout()
@@ -797,6 +942,7 @@ def distance_table(records) -> pd.DataFrame:
             "D0": float(np.mean([r["d0"][p] for p in pairs])),
             "mean test D": float(np.mean([np.mean(r["distances"]["normal"][p]) for p in pairs])),
             "D / D0": d_ratio(r), "target D / D0": c["beta"] if c["alpha"] > 0 and c.get("target", "init") == "init" else np.nan,
+            "target β·D0": target_text(r),
             "metric": m, "test (normal)": r["metrics"]["normal"].get(m, np.nan),
         })
     return pd.DataFrame(rows)
@@ -823,10 +969,10 @@ def d_vs_beta(records, *, title: str = ""):
         alphas = sorted(reg["alpha"].unique())
         cmap = plt.get_cmap("viridis", max(2, len(alphas) + 1))
         bmax = max(reg["beta"].max() if len(reg) else 1.0, 1.0)
-        ax.plot([0, bmax], [0, bmax], "k--", lw=1, label="target D/D0 = β")
+        ax.plot([0, bmax], [0, bmax], color="black", ls=(0, (1, 1.5)), lw=1.2, label="target D/D0 = β")
         for i, a in enumerate(alphas):
             g = reg[reg["alpha"] == a].groupby("beta")["ratio"].mean()
-            ax.plot(g.index, g.values, "-o", color=cmap(i), ms=4, label=f"α={a:g}")
+            ax.plot(g.index, g.values, color=cmap(i), ms=6, lw=1.6, label=f"α={a:g}", **line_style(i))
         base = sub[sub["method"] == "baseline"]["ratio"].mean()
         if base == base:
             ax.axhline(base, color=COLORS["baseline"], lw=1.5, label="baseline")
@@ -834,7 +980,7 @@ def d_vs_beta(records, *, title: str = ""):
         ax.set_xlabel("β")
         ax.set_ylabel("mean test D / D0 (normal)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

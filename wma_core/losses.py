@@ -9,7 +9,20 @@ For a batch of ``B`` samples and a pair of modalities ``(m1, m2)`` with OT dista
 
 ``D0_pair`` is the mean D over the first training batch under the initial weights, measured
 once without gradient before the first update (:meth:`WMARegulariser.calibrate`) and stored
-with the run. ``alpha = 0`` is the baseline; ``alpha = 1, beta = 0`` minimises the OT distance
+with the run. The cosine cost lies in [0, 2], so ``D <= D_MAX = 2`` for every plan: a target
+``beta * D0 > D_MAX`` cannot be reached (D can only approach 2 when every token of one modality
+points away from every token of the other) and :func:`target_feasible` flags it.
+
+**Argument order (ViLT's).** At 50 IPOT iterations the distance depends slightly on which side
+the Sinkhorn scaling starts from (up to ~4% relative on nearly aligned tokens). ViLT's ``ipot``
+initialises the text side's scaling to ``1/n_text`` and updates the image side first; in
+:func:`wma_core.ot.ipot` that is the *y* side initialised, the *x* side updated first, so
+ViLT's distance is ``ot_distance(image, text)``. For a pair ``(m1, m2)``, named ``"m1-m2"``,
+:func:`pair_distances` therefore computes ``ot_distance(H^{m2}, H^{m1})``: the pair's first
+modality plays ViLT's text role. With the pairs of :func:`modality_pairs` that is
+``text-image`` -> ``ot_distance(image, text)`` (ViLT exactly) and, for three modalities,
+``text-video`` -> ``ot_distance(video, text)``, ``text-audio`` -> ``ot_distance(audio, text)``,
+``video-audio`` -> ``ot_distance(audio, video)`` (text, when present, always in ViLT's text role). ``alpha = 0`` is the baseline; ``alpha = 1, beta = 0`` minimises the OT distance
 (the paper's Table 2 ablation). Samples where a modality has no valid token are left out of
 the mean.
 """
@@ -24,6 +37,8 @@ import torch
 from .ot import ot_distance, pair_valid
 
 TARGETS = ("init", "batch")
+#: The largest OT distance under the cosine cost (its values lie in [0, 2]).
+D_MAX = 2.0
 
 
 @dataclass
@@ -68,14 +83,27 @@ def pair_key(pair) -> str:
 
 
 def pair_distances(out, pairs, *, step: float = 0.5, iters: int = 50) -> dict:
-    """``{"m1-m2": (D [B] float32, valid [B] bool)}`` for a :class:`~wma_core.model.WMAOutput`."""
+    """``{"m1-m2": (D [B] float32, valid [B] bool)}`` for a :class:`~wma_core.model.WMAOutput`.
+
+    ``D = ot_distance(tokens[m2], tokens[m1])``: ViLT's order, the pair's first modality (text)
+    in ViLT's text role (see the module docstring); ``"text-image"`` equals ViLT's
+    ``optimal_transport_dist(text, image)``.
+    """
     res = {}
     for a, b in pairs:
         x, y = out.tokens[a], out.tokens[b]
         xm, ym = out.token_masks[a], out.token_masks[b]
-        D = ot_distance(x, y, xm, ym, step=step, iters=iters)
+        D = ot_distance(y, x, ym, xm, step=step, iters=iters)
         res[pair_key((a, b))] = (D, pair_valid(xm, ym, x.shape[0], x.device))
     return res
+
+
+def target_feasible(cfg: WMAConfig, d0: dict | None) -> dict:
+    """``{pair: beta * D0_pair <= D_MAX}`` for a WMA run with the ``init`` target; ``{}`` otherwise
+    (the baseline has no target; the ``batch`` target moves with the batch)."""
+    if cfg.alpha == 0 or cfg.target != "init" or not d0:
+        return {}
+    return {k: bool(cfg.beta * float(v) <= D_MAX) for k, v in d0.items()}
 
 
 def _masked_mean(D: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -73,3 +73,28 @@ def compute_metrics(kind: str, y_true: np.ndarray, output: np.ndarray) -> dict:
             "acc2": float(accuracy_score(y >= 0, p >= 0)),
         }
     raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(HEADLINE)}")
+
+
+def prediction_summary(kind: str, output: np.ndarray) -> dict:
+    """How varied a model's test predictions are, to tell a collapsed run (a constant predictor).
+
+    Returns ``{"output_std", "distinct"}``: the standard deviation of the raw outputs over the
+    test samples (the largest over the columns of a multi-label output), and the number of
+    distinct predictions: distinct predicted label sets at threshold 0.5 (multi-label), distinct
+    outputs rounded to 6 decimals (binary logits, regression). A run whose ``distinct`` is 1
+    predicts the same thing for every sample.
+    """
+    out = np.asarray(output, dtype=np.float64)
+    if out.size == 0:
+        return {"output_std": float("nan"), "distinct": 0}
+    if kind == "multilabel":
+        pred = (_sigmoid(out.reshape(len(out), -1)) >= 0.5)
+        distinct = len(np.unique(pred, axis=0))
+        std = float(out.reshape(len(out), -1).std(axis=0).max())
+    elif kind in ("binary", "regression"):
+        flat = out.reshape(-1)
+        distinct = len(np.unique(np.round(flat, 6)))
+        std = float(flat.std())
+    else:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(HEADLINE)}")
+    return {"output_std": std, "distinct": int(distinct)}

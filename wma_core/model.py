@@ -386,7 +386,9 @@ def load_vilt(
     Args:
         name_or_path: ``"tiny"`` (the embedded default: :data:`TINY_CONFIG`, random weights),
             a hub name such as ``"dandelin/vilt-b32-mlm"``, or a local folder written by
-            ``ViltModel.save_pretrained`` (or any ViLT checkpoint's ``save_pretrained``).
+            ``ViltModel.save_pretrained`` (or any ViLT checkpoint's ``save_pretrained``). A folder
+            is read without network access; a hub name comes from the hub cache, else the hub
+            (:func:`data_prep.checkpoints.load`: offline, it fails at once with what to do).
         feature_dims, feature_len, patch_order, drop_sep, attn: see :class:`WMAVilt`.
         init_seed: seed for every randomly initialised weight (tiny model, feature
             embeddings); ``None`` uses the global RNG as it is.
@@ -398,12 +400,9 @@ def load_vilt(
         if name_or_path == "tiny":
             vilt = ViltModel(ViltConfig(**{**TINY_CONFIG, **overrides}))
         else:
-            try:
-                vilt = ViltModel.from_pretrained(name_or_path, **overrides)
-            except OSError as err:
-                raise OSError(
-                    f"could not load ViLT weights from {name_or_path!r}: give a local folder written by "
-                    f"save_pretrained, or a hub name with network access (HF_HUB_OFFLINE="
-                    f"{__import__('os').environ.get('HF_HUB_OFFLINE', 'unset')}). Cause: {err}"
-                ) from err
+            from data_prep.checkpoints import load
+
+            # a folder loads with local_files_only; a hub name not cached fails at once when offline
+            # (CheckpointError, an OSError saying what to do)
+            vilt = load(ViltModel.from_pretrained, name_or_path, what="ViLT weights", **overrides)
         return WMAVilt(vilt, feature_dims, feature_len, patch_order, drop_sep, attn)

@@ -88,27 +88,36 @@ def ipot_eager(
     ym = _check_masks("y_mask", y_mask, B, M, cost.device)
     with torch.autocast(device_type=cost.device.type, enabled=False):
         C = torch.nan_to_num(cost.detach().float(), nan=0.0, posinf=1e30, neginf=0.0)
-        joint = (xm[:, :, None] & ym[:, None, :]).float()  # [B, N, M]
+        joint = xm[:, :, None] & ym[:, None, :]  # [B, N, M]
         n = xm.sum(1, keepdim=True).clamp_min(1).float()  # [B, 1]
         m = ym.sum(1, keepdim=True).clamp_min(1).float()
-        mu = xm.float() / n  # [B, N]
-        nu = ym.float() / m  # [B, M]
+        mu = (xm.float() / n)[:, :, None]  # [B, N, 1]
+        nu = (ym.float() / m)[:, :, None]  # [B, M, 1]
         # exp(-C/step): subtracting the per-sample min keeps G <= 1 for any cost scale; this
         # only rescales G by a constant per sample, which the Sinkhorn scalings absorb.
-        cmin = C.masked_fill(joint == 0, float("inf")).amin(dim=(1, 2), keepdim=True)
+        cmin = C.masked_fill(~joint, float("inf")).amin(dim=(1, 2), keepdim=True)
         cmin = torch.where(torch.isfinite(cmin), cmin, torch.zeros_like(cmin))
         # masked entries get G = 0 by selection (a masked cost far below the valid minimum
         # would otherwise overflow exp and give inf * 0 = NaN)
-        G = torch.where(joint.bool(), torch.exp(-(C - cmin).masked_fill(joint == 0, 0.0) / step), 0.0)
-        T = joint.clone()
-        v = nu.clone()
-        for _ in range(iters):
-            Q = G * T
+        G = torch.where(joint, torch.exp(-(C - cmin).masked_fill(~joint, 0.0) / step), 0.0)
+        # Denominator guards folded into the matrix-vector products (one baddbmm each, no
+        # clamp): 1 on padded rows and columns, whose marginal is 0, so u = 0 / 1 = 0 there;
+        # _TINY on valid ones, as the floor of a denominator that underflowed.
+        x_floor = (~xm).float()[:, :, None] + _TINY  # [B, N, 1]
+        y_floor = (~ym).float()[:, :, None] + _TINY  # [B, M, 1]
+        # Q holds G * T of the current iteration (T starts as all ones on the valid block, so
+        # Q starts as G); it is updated in place, Q <- G * diag(u) Q diag(v), which is the
+        # next iteration's G * T. The CPU runs this loop as about 7 small kernels per
+        # iteration; most of its time is per-kernel overhead, so fewer kernels is faster.
+        Q = G.clone()
+        v = nu
+        for it in range(iters):
             for _ in range(inner):
-                u = mu / torch.bmm(Q, v[:, :, None]).squeeze(2).clamp_min(_TINY)
-                v = nu / torch.bmm(Q.transpose(1, 2), u[:, :, None]).squeeze(2).clamp_min(_TINY)
-            T = u[:, :, None] * Q * v[:, None, :]
-        return T
+                u = mu / torch.baddbmm(x_floor, Q, v)  # [B, N, 1]
+                v = nu / torch.baddbmm(y_floor, Q.transpose(1, 2), u)  # [B, M, 1]
+            if it + 1 < iters:
+                Q.mul_(G).mul_(u).mul_(v.transpose(1, 2))
+        return Q.mul_(u).mul_(v.transpose(1, 2))  # T = diag(u) Q diag(v)
 
 
 def ipot(

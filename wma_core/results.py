@@ -10,6 +10,10 @@ Record fields: ``key``, ``config`` (dict), ``d0`` ({pair: float}), ``d_trajector
 (list of {epoch, split, pair: mean D}), ``history`` (per-epoch losses and dev metrics),
 ``best_epoch``, ``metrics`` ({test_case: {metric: value}}), ``dev_metrics``,
 ``distances`` ({test_case: {pair: [D per test sample]}}), ``timings``, ``environment``.
+
+Keys become file names: a key that is not a plain file name (``data_prep.paths.safe_name``:
+letters, digits, ``.``, ``_``, ``-``, no leading dot) is refused, so a record or key from
+elsewhere cannot make the store write or read outside its folder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from data_prep.paths import safe_name
 
 
 def config_key(config: dict) -> str:
@@ -64,15 +70,15 @@ class ResultsStore:
         self.records_dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
-        return self.records_dir / f"{key}.json"
+        return self.records_dir / f"{safe_name(key, what='run key')}.json"
 
     def run_dir(self, key: str) -> Path:
         """Where a run keeps its checkpoints while it trains."""
-        return self.root / "runs" / key
+        return self.root / "runs" / safe_name(key, what="run key")
 
     def lock(self, key: str):
         """Held while a run trains, so that parallel notebooks or trials never train it twice."""
-        return file_lock(self.root / "locks" / f"{key}.lock")
+        return file_lock(self.root / "locks" / f"{safe_name(key, what='run key')}.lock")
 
     def get(self, config_or_key) -> dict | None:
         key = config_or_key if isinstance(config_or_key, str) else config_key(config_or_key)

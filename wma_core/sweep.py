@@ -24,6 +24,11 @@ Command line::
 
     python -m wma_core.sweep --dataset hateful_memes --alpha 0 1 --beta 0.5 1 2 --seeds 0 1 2 \\
         --results _data/results --scale default [--address HOST:PORT]
+    python -m wma_core.sweep --dataset mmimdb --alpha 0 6 --beta 0.2 --seeds 0 1 2 3 4 \\
+        --results _data/results --scale paper --data-root /data/mmimdb --model /models/vilt-b32-mlm
+
+(``--model``: ``tiny``, a folder written by ``save_pretrained`` or a hub name; its tokenizer
+prepares the data. A folder needs no network.)
 
 (``--alpha 0`` is the baseline.) Progress is shown as trials finish; a summary table (mean ± 95%
 CI over seeds of the headline metric per cell) is printed at the end.
@@ -330,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="default", choices=["smoke", "default", "paper"])
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
     p.add_argument("--data-root", default=None, help="raw dataset folder (required at --scale paper)")
+    p.add_argument("--model", default=None,
+                   help="'tiny', a local folder written by save_pretrained (weights + tokenizer) or a hub name; "
+                        "decides the tokenizer the data are prepared with (default: the profile's)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="default: the profile's")
+    p.add_argument("--max-train-samples", type=int, default=None, help="use only the first N training samples")
     p.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates (default: the profile's)")
     p.add_argument("--target", default="init", choices=["init", "batch"])
     p.add_argument("--epochs", type=int, default=None)
@@ -347,12 +357,18 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # SIGTERM (e.g. a scheduler stopping us) unwinds like Ctrl-C, so Ray is shut down cleanly
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    data_dir = experiments.prepare_data(args.dataset, args.scale, args.data_root)
+    try:
+        data_dir = experiments.prepare_data(args.dataset, args.scale, args.data_root, model=args.model)
+    except (OSError, ValueError) as err:  # DataError, CheckpointError, a missing folder: say it, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    extra = {"model": args.model} if args.model else {}
     configs = []
     for lr in args.lr or [None]:
         configs += experiments.run_configs(
             args.dataset, data_dir, args.scale, alphas=args.alpha, betas=args.beta, seeds=args.seeds,
-            target=args.target, lr=lr, epochs=args.epochs,
+            target=args.target, lr=lr, epochs=args.epochs, device=args.device,
+            max_train_samples=args.max_train_samples, **extra,
         )
     print(f"{len(configs)} trials on {data_dir} -> {args.results}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()

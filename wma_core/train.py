@@ -17,6 +17,8 @@ Interruption: the full training state (weights, optimiser, scheduler, RNG, histo
 saved atomically after every epoch in ``run_dir/last.pt``; calling :func:`fit` again with the
 same configuration resumes after the last finished epoch, and gives the same result as an
 uninterrupted run (same seed, CPU). The finished run is one record in the results store.
+Checkpoints hold tensors and plain values only and load with ``weights_only=True``
+(:mod:`wma_core.checkpoint`), so a results folder from elsewhere never runs code.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hashlib
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +37,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from . import perturb as P
-from .losses import WMAConfig, WMARegulariser, modality_pairs, pair_distances
-from .metrics import compute_metrics, headline_metric, is_better
+from .losses import D_MAX, WMAConfig, WMARegulariser, modality_pairs, pair_distances, target_feasible
+from .metrics import compute_metrics, headline_metric, is_better, prediction_summary
 from .model import WMAClassifier, load_vilt
 from .results import ResultsStore, config_key
 
@@ -59,7 +63,10 @@ class TrainConfig:
         seed: seeds initialisation (tiny model, head), data order and dropout.
         amp: ``None`` or ``"bf16"`` (autocast; the OT block always runs in float32).
         attn: ``"sdpa"`` or ``"eager"`` attention; patch_order: ``"raster"`` or ``"hf"``.
-        noise_mode, amplitude, missing_rate, perturb_seed: the test-time perturbations.
+        noise_mode, amplitude, missing_rate, perturb_seed: the test-time perturbations
+            (:mod:`wma_core.perturb`); ``amplitude`` is one number for every modality or
+            ``{modality: a}``; with ``noise_mode="relative"`` it multiplies each modality's
+            embedding RMS, measured with D0 and stored in the record as ``embedding_rms``.
         ot_iters: IPOT iterations.
         max_train_samples: use only the first N training samples (None: all).
     """
@@ -82,7 +89,7 @@ class TrainConfig:
     attn: str = "sdpa"
     patch_order: str = "raster"
     noise_mode: str = "symmetric"
-    amplitude: float = 3.0
+    amplitude: float | dict = 3.0
     missing_rate: float = 0.5
     perturb_seed: int = 0
     ot_iters: int = 50
@@ -91,7 +98,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     pin_memory: bool = False
-    eval_batch_size: int = 64
+    eval_batch_size: int = 256
     progress: bool = True
     keep_best: bool = False
 
@@ -193,6 +200,31 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with :func:`param_groups`; the fused (one kernel for all parameters) update on CPU
+    and CUDA, which gives the same step as the per-parameter loop to float rounding and on the
+    CPU takes about a tenth of its time."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                             **({"fused": True} if fused else {}))
+
+
+def model_flops_per_sample(model: nn.Module, tokens: int, *, backward: bool = True) -> int:
+    """Dense FLOP estimate per sample: ``6 N T`` for a training step (forward + backward),
+    ``2 N T`` for a forward pass, with ``N`` the parameters outside embedding tables and
+    position / CLS rows and ``T`` the sequence length (padding included: it is computed).
+    Attention scores and the OT solve are not counted."""
+    skip = set()
+    for mod in model.modules():
+        if isinstance(mod, nn.Embedding):
+            skip.update(id(p) for p in mod.parameters())
+    for name, p in model.named_parameters():
+        if name.endswith(("position_embeddings", "cls_token", ".pos", ".cls")):
+            skip.add(id(p))
+    n = sum(p.numel() for p in model.parameters() if id(p) not in skip)
+    return (6 if backward else 2) * n * int(tokens)
+
+
 def warmup_linear(total_steps: int, warmup: float):
     """LambdaLR factor: linear 0 -> 1 over ``warmup * total`` steps, then linear 1 -> 0."""
     n_warm = max(1, int(round(warmup * total_steps)))
@@ -224,7 +256,7 @@ def _autocast(device: torch.device, amp: str | None):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # cheaper than no_grad: no version counters, no autograd metadata
 def evaluate(
     model: WMAClassifier,
     loader,
@@ -270,10 +302,30 @@ def _mean_valid(d: np.ndarray, v: np.ndarray) -> float:
     return float(d[v].mean()) if v.any() else float("nan")
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def perturbation_digest(pert: P.Perturbation | None, n_total: int, hidden: int, *, tokens: int = 2, chunk: int = 512) -> str:
+    """A digest of what a test case does to every sample of a split (16 hex digits of a sha256).
+
+    :func:`wma_core.perturb.apply` is run on all-ones embedding features ``[n, 1 + tokens, hidden]``
+    of the split's sample ids ``0..n_total-1``: the result holds the noise added to the first
+    ``tokens`` tokens of every sample, or which samples are zeroed. It does not depend on the
+    model, so every method and every training seed must record the same digest for a test case
+    (``"none"`` for the unperturbed ``normal`` case).
+    """
+    if pert is None:
+        return "none"
+    h = hashlib.sha256()
+    for start in range(0, n_total, chunk):
+        ids = torch.arange(start, min(n_total, start + chunk))
+        out = P.apply(pert, pert.modality, torch.ones(len(ids), 1 + tokens, hidden), ids)
+        h.update(out.numpy().astype(np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _sequence_length(model: WMAClassifier, loader, device) -> int:
+    """The model's sequence length on one batch of ``loader`` (for the FLOP estimate)."""
+    with torch.inference_mode():
+        _, out = model(to_device(next(iter(loader)), device))
+    return int(out.attention_mask.shape[1])
 
 
 def _environment(device) -> dict:
@@ -327,7 +379,7 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
     model = build_model(task, cfg, feature_len).to(device)
     pairs = modality_pairs(model.modalities)
     reg = WMARegulariser(cfg.wma, pairs)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    opt = make_optimizer(model, cfg, device)
     loader_kw = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
     steps_per_epoch = len(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0, drop_last=False))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(cfg.epochs * steps_per_epoch, cfg.warmup))
@@ -338,11 +390,11 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     state = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "d_trajectory": [], "d0": None, "train_seconds": 0.0}
     if last_path.exists():
-        ck = torch.load(last_path, map_location=device, weights_only=False)
+        ck = checkpoint.load(last_path)  # weights_only: a checkpoint from elsewhere never runs code
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
-        torch.set_rng_state(ck["rng"])
+        checkpoint.set_rng_state(ck["rng"])
         state = ck["state"]
         reg.d0 = state["d0"]
 
@@ -350,10 +402,20 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
     if state["d0"] is None:
         first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)
         model.eval()
+        probe = P.EmbeddingRMS.from_batch(first)  # the same forward also measures the embedding scales
         with torch.no_grad(), _autocast(device, cfg.amp):
-            _, out0 = model(first)
+            _, out0 = model(first, probe)
             state["d0"] = reg.calibrate(pair_distances(out0, pairs, iters=cfg.ot_iters))
+        state["emb_rms"] = probe.rms()
         state["d_trajectory"].append({"epoch": 0, "split": "train_first_batch", **state["d0"]})
+    feasible = target_feasible(cfg.wma, state["d0"])
+    if feasible and not all(feasible.values()):
+        warnings.warn(
+            f"{cfg.dataset} α={cfg.alpha:g} β={cfg.beta:g}: target β·D0 above the largest reachable OT distance "
+            f"{D_MAX:g} for pairs {[k for k, ok in feasible.items() if not ok]} (D0 = {state['d0']}); "
+            "the run is trained and recorded with infeasible=True",
+            stacklevel=2,
+        )
 
     epochs = tqdm(range(state["epoch"], cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not cfg.progress, initial=state["epoch"], total=cfg.epochs)
     for epoch in epochs:
@@ -362,6 +424,7 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
         t0 = time.perf_counter()
         model.train()
         loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, **loader_kw)
+        counts = state.setdefault("counts", {"steps": 0, "train_samples": 0, "tokens": 0, "eval_seconds": 0.0, "eval_samples": 0})
         sums = {"loss": 0.0, "task": 0.0, "reg": 0.0, "n": 0}
         d_sums: dict = {}
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not cfg.progress):
@@ -385,8 +448,15 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
             sums["loss"] += float(loss.detach())
             sums["task"] += float(loss_task.detach())
             sums["n"] += 1
+            counts["steps"] += 1
+            counts["train_samples"] += int(logits.shape[0])
+            counts["tokens"] = int(out.attention_mask.shape[1])
         n = max(1, sums["n"])
+        t_eval = time.perf_counter()
+        state["train_seconds"] += t_eval - t0
         dev = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)
+        counts["eval_seconds"] += time.perf_counter() - t_eval
+        counts["eval_samples"] += len(dev["labels"])
         score = dev["metrics"][metric]
         if d_sums:
             state["d_trajectory"].append({"epoch": epoch + 1, "split": "train", **{k: v / n for k, v in d_sums.items()}})
@@ -399,47 +469,74 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
         )
         if is_better(metric, score, state["best"]):
             state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-            _atomic_torch_save(model.state_dict(), best_path)
+            checkpoint.save(model.state_dict(), best_path)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        state["train_seconds"] += time.perf_counter() - t0
         epochs.set_postfix({f"dev_{metric}": f"{score:.4f}"})
-        _atomic_torch_save(
-            {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state(), "state": state},
+        checkpoint.save(
+            {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "rng": checkpoint.rng_state(), "state": checkpoint.plain(state)},
             last_path,
         )
 
     # test the best checkpoint on every test case
     if best_path.exists():
-        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+        model.load_state_dict(checkpoint.load(best_path))
     t0 = time.perf_counter()
     test_loader = make_loader(test_ds, cfg.eval_batch_size, **loader_kw)
-    cases = P.test_cases(model.modalities, amplitude=cfg.amplitude, mode=cfg.noise_mode, rate=cfg.missing_rate, seed=cfg.perturb_seed)
-    metrics, distances = {}, {}
+    cases = P.test_cases(model.modalities, amplitude=cfg.amplitude, scales=state.get("emb_rms"), mode=cfg.noise_mode,
+                         rate=cfg.missing_rate, seed=cfg.perturb_seed)
+    metrics, distances, digests, predictions = {}, {}, {}, {}
     for name, pert in tqdm(cases.items(), desc="test cases", leave=False, disable=not cfg.progress):
         pert = pert.for_split(len(test_ds)) if pert is not None else None
+        digests[name] = perturbation_digest(pert, len(test_ds), model.backbone.config.hidden_size)
         res = evaluate(model, test_loader, task.kind, perturbation=pert, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)
         metrics[name] = res["metrics"]
+        predictions[name] = prediction_summary(task.kind, res["output"])  # a constant predictor = a collapsed run
         distances[name] = {k: [round(float(x), 6) for x in d] for k, d in res["distances"].items()}
     dev_best = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)["metrics"]
-    n_train = len(train_ds)
+    test_seconds = time.perf_counter() - t0
+    counts = state.get("counts") or {"steps": 0, "train_samples": 0, "tokens": 0, "eval_seconds": 0.0, "eval_samples": 0}
+    test_samples = len(test_ds) * len(cases) + len(dev_ds)
+    tokens = counts["tokens"] or _sequence_length(model, dev_loader, device)
     record = {
         "key": key,
         "config": rcfg,
         "d0": state["d0"],
+        # WMA's target beta*D0 per pair against the largest reachable D (losses.D_MAX); {} for the baseline
+        "target_feasible": feasible,
+        "infeasible": bool(feasible) and not all(feasible.values()),
+        "embedding_rms": state.get("emb_rms"),
+        "noise": {p.modality: {"mode": p.mode, "amplitude": p.amplitude, "half_width": p.half_width}
+                  for p in cases.values() if p is not None and p.kind == "noise"},
         "d_trajectory": state["d_trajectory"],
         "history": state["history"],
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "headline_metric": metric,
         "metrics": metrics,
+        "predictions": predictions,
         "dev_metrics": dev_best,
         "distances": distances,
+        # what each test case does to the test samples: identical for every method and seed
+        "perturb_digest": digests,
+        # where the run's time went (seconds of this process; a resumed run counts every attempt's
+        # finished epochs) and the dense FLOP estimate of model_flops_per_sample
         "timings": {
-            "train_seconds": state["train_seconds"],
-            "test_seconds": time.perf_counter() - t0,
-            "train_samples_per_second": n_train * state["epoch"] / max(state["train_seconds"], 1e-9),
+            "train_seconds": state["train_seconds"],  # training steps only
+            "dev_eval_seconds": counts["eval_seconds"],  # the per-epoch dev evaluations
+            "test_seconds": test_seconds,  # every test case on the best checkpoint, plus its dev metrics
+            "steps": counts["steps"],
+            "train_samples": counts["train_samples"],
+            "eval_samples": counts["eval_samples"] + test_samples,
+            "tokens": tokens,
+            "train_flops": counts["train_samples"] * model_flops_per_sample(model, tokens),
+            "eval_flops": (counts["eval_samples"] + test_samples) * model_flops_per_sample(model, tokens, backward=False),
+            "train_samples_per_second": counts["train_samples"] / max(state["train_seconds"], 1e-9),
+            "eval_samples_per_second": (counts["eval_samples"] + test_samples)
+            / max(counts["eval_seconds"] + test_seconds, 1e-9),
+            "threads": torch.get_num_threads(),
         },
         "n_params": sum(p.numel() for p in model.parameters()),
         "environment": _environment(device),

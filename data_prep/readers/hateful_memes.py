@@ -10,6 +10,10 @@ evaluation: they are not stored, and the manifest's "unlabelled" section lists t
 Bad input: a line that is not JSON, or a record without id/img/text -> counted skip
 ("malformed json line", "malformed record"); a label other than 0/1 -> DataError naming file, line
 and id. Missing or corrupt images are found later, when `prepare` decodes them.
+An "img" path must resolve inside RAW (data_prep/paths.py): an absolute path, one leaving RAW
+through "..", or one through a symlink leading out of RAW is a counted skip ("image path outside
+the raw folder (<reason>)"), and that file is never opened. A line over 1 MiB or a record nested
+deeper than 64 levels is a DataError naming file and line (readers/jsonfile.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 
 from ..checksums import sha256_file
 from ..issues import DataError, SkipLog
+from ..paths import PathEscape, resolve_inside
+from . import jsonfile
 from .records import ImageTextRaw, ImageTextRecord
 
 SPLIT_FILES = {
@@ -40,28 +46,30 @@ def _label(value, where: str) -> np.ndarray:
 def read_jsonl(raw: Path, path: Path, split: str, log: SkipLog) -> tuple[list[ImageTextRecord], int, int]:
     """Parse one jsonl file -> (labelled records, raw record count, unlabelled record count)."""
     records, n_raw, n_unlabelled = [], 0, 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue  # blank lines are not records
-            n_raw += 1
-            where = f"{path.name} line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                log.skip(split, "malformed json line", f"{where} ({e.msg})")
-                continue
-            if not isinstance(obj, dict) or any(k not in obj for k in REQUIRED) or not isinstance(obj["text"], str):
-                log.skip(split, "malformed record", f"{where} (needs keys {list(REQUIRED)}, text a string)")
-                continue
-            where = f"{path.name} line {lineno} (id {obj['id']})"
-            if "label" not in obj:
-                n_unlabelled += 1
-                continue
-            records.append(ImageTextRecord(
-                raw_id=str(obj["id"]), image=raw / str(obj["img"]), text=obj["text"],
-                label=_label(obj["label"], where), where=where,
-            ))
+    for lineno, line in jsonfile.jsonl_lines(path):
+        if not line.strip():
+            continue  # blank lines are not records
+        n_raw += 1
+        where = f"{path.name} line {lineno}"
+        try:
+            obj = jsonfile.loads(line, where)
+        except json.JSONDecodeError as e:
+            log.skip(split, "malformed json line", f"{where} ({e.msg})")
+            continue
+        if not isinstance(obj, dict) or any(k not in obj for k in REQUIRED) or not isinstance(obj["text"], str):
+            log.skip(split, "malformed record", f"{where} (needs keys {list(REQUIRED)}, text a string)")
+            continue
+        where = f"{path.name} line {lineno} (id {obj['id']})"
+        if "label" not in obj:
+            n_unlabelled += 1
+            continue
+        label = _label(obj["label"], where)
+        try:
+            image = resolve_inside(raw, str(obj["img"]), what="image path")
+        except PathEscape as e:
+            log.skip(split, f"image path outside the raw folder ({e.reason})", f"{where}: {e}")
+            continue
+        records.append(ImageTextRecord(raw_id=str(obj["id"]), image=image, text=obj["text"], label=label, where=where))
     return records, n_raw, n_unlabelled
 
 

@@ -14,6 +14,12 @@ code base). A genre outside that set is dropped from the movie and counted under
 "unknown genre <name>" in the manifest's "dropped_genres" (an error with --strict); a movie with no
 known genre left is skipped ("no known genre"). A missing or unreadable json, or one without a plot
 or genre list, is a counted skip; a missing split.json or split key is an error.
+
+Paths: every file named through an id of split.json must resolve inside RAW (data_prep/paths.py).
+An id whose json or poster would be absolute, leave RAW through "..", or go through a symlink
+leading out of RAW is a counted skip ("metadata path outside the raw folder (<reason>)" or "image
+path outside the raw folder (<reason>)"); that file is never opened. split.json and each movie json
+are read with size and nesting bounds (readers/jsonfile.py).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import numpy as np
 from ..checksums import sha256_bytes, sha256_file
 from ..config import SPLITS
 from ..issues import DataError, SkipLog
+from ..paths import PathEscape, resolve_inside
+from . import jsonfile
 from .records import ImageTextRaw, ImageTextRecord
 
 PLOT_POLICY = "longest plot of the 'plot' list (most characters; the first of equal-length ones)"
@@ -58,7 +66,7 @@ def read_split_json(raw: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise DataError(f"{raw}: no split.json")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = jsonfile.loads(jsonfile.read_bounded(path).decode("utf-8"), "split.json")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"split.json: not valid JSON ({e})") from e
     if not isinstance(obj, dict):
@@ -66,6 +74,9 @@ def read_split_json(raw: Path) -> dict[str, list[str]]:
     for split in SPLITS:
         if not isinstance(obj.get(split), list):
             raise DataError(f"split.json: no id list under {split!r} (keys: {sorted(obj)})")
+    bad = next((i for split in SPLITS for i in obj[split] if not isinstance(i, (str, int)) or isinstance(i, bool)), None)
+    if bad is not None:
+        raise DataError(f"split.json: id {bad!r} is not a string or an integer")
     return {split: [str(i) for i in obj[split]] for split in SPLITS}
 
 
@@ -82,13 +93,19 @@ def read_mmimdb(raw: str | Path, log: SkipLog, genres: tuple[str, ...], genre_lo
             rel = f"{meta_dir}/{movie_id}.json"
             where = f"{rel} (id {movie_id})"
             try:
-                data = (raw / rel).read_bytes()
+                meta_path = resolve_inside(raw, rel, what="metadata path")
+                image_path = resolve_inside(raw, f"{image_dir}/{movie_id}.jpeg", what="image path")
+            except PathEscape as e:
+                log.skip(split, f"{e.what} outside the raw folder ({e.reason})", f"{where}: {e}")
+                continue
+            try:
+                data = jsonfile.read_bounded(meta_path, jsonfile.MAX_FILE_BYTES)
             except OSError:
                 log.skip(split, "missing metadata", where)
                 continue
-            meta_digests[rel] = sha256_bytes(data)
+            meta_digests[meta_path.relative_to(raw.resolve()).as_posix()] = sha256_bytes(data)
             try:
-                meta = json.loads(data.decode("utf-8"))
+                meta = jsonfile.loads(data.decode("utf-8"), where)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 log.skip(split, "malformed json", f"{where} ({e})")
                 continue
@@ -113,7 +130,7 @@ def read_mmimdb(raw: str | Path, log: SkipLog, genres: tuple[str, ...], genre_lo
                 log.skip(split, "no known genre", where)
                 continue
             records.append(ImageTextRecord(
-                raw_id=movie_id, image=raw / image_dir / f"{movie_id}.jpeg", text=plot, label=label, where=where,
+                raw_id=movie_id, image=image_path, text=plot, label=label, where=where,
             ))
         splits[split], raw_counts[split] = records, len(split_ids[split])
     extra = {"layout": layout, "plot_policy": PLOT_POLICY}

@@ -17,13 +17,21 @@ Labels: MOSEI sentiment must lie in [-3, 3] (kept as float). UR-FUNNY labels mus
 and are mapped to 1 where label > 0, else 0.
 
 Bad input: a pickle that does not load, missing keys, wrong ranks, feature sizes or sample counts,
-non-finite or out-of-range labels -> DataError naming file, split, key or record. NaN/+inf
-anywhere, or -inf outside audio -> the sample is skipped and counted ("non-finite <modality>
-features"); --strict makes that an error naming the record.
+non-finite or out-of-range labels -> DataError naming file, split, key or record. NaN/+inf on a
+valid time step, or -inf there outside audio -> the sample is skipped and counted ("non-finite
+<modality> features"; MultiBench itself keeps such samples); --strict makes that an error naming
+the record. Padded steps (before the first valid one) are stored as 0 whatever they held:
+MultiBench's loader cuts them off.
+
+The pickle is read by `NumpyOnlyUnpickler`: only the globals numpy arrays and scalars need are
+resolved, so a pickle that would call anything else (os.system, exec, ...) is refused with a
+DataError naming the file and the global, before any of it runs.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
+import codecs
 import pickle
 from pathlib import Path
 
@@ -37,13 +45,60 @@ SPLIT_KEYS = {"train": "train", "dev": "valid", "test": "test"}
 TEXT_ZERO_RULE = "text all zero (MultiBench drop rule)"
 
 
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds numpy arrays, dicts, lists, tuples, strings and numbers only.
+
+    A pickle is a small program: every global it names is imported and may be called, so a
+    plain `pickle.load` of a downloaded file runs whatever that file says (os.system, exec, ...).
+    This one resolves only the globals in `ALLOWED` (numpy's array/scalar/dtype constructors under
+    both numpy 1 and numpy 2 module names, and `_codecs.encode`, which protocol-2 pickles written
+    by Python 3 use for bytes); any other global raises `RefusedGlobal` before it is imported.
+    Dicts, lists, tuples, str, bytes, int, float, bool and None need no global at all.
+    """
+
+    def find_class(self, module: str, name: str):
+        # Python 2 names (__builtin__, commands, copy_reg, ...) -> what Python 3 would import
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        target = _allowed().get((module, name))
+        if target is None:
+            raise RefusedGlobal(f"{module}.{name}")
+        return target
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global that is not needed for numpy arrays (args[0]: "module.name")."""
+
+
+def _allowed() -> dict[tuple[str, str], object]:
+    """(module, name) -> object for every global a pickled numpy array or scalar needs."""
+    core = np._core if hasattr(np, "_core") else np.core
+    table = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+             ("_codecs", "encode"): codecs.encode}
+    for package in ("numpy.core", "numpy._core"):  # pickles written by numpy 1 and numpy 2
+        table[(f"{package}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+        table[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
+        table[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer  # protocol 5
+    return table
+
+
 def load_pickle(path: Path) -> dict:
+    """Read a MultiBench pickle with `NumpyOnlyUnpickler` (never runs code from the file).
+
+    encoding="latin1" reads the Python 2 pickles some MultiBench files are (numpy's advice for
+    Python 2 arrays); it changes nothing for pickles written by Python 3.
+    """
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f)
-    except Exception as e:  # truncated, not a pickle, missing class
+            data = NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except RefusedGlobal as e:
+        raise DataError(
+            f"{path.name}: refused to load: the pickle calls {e.args[0]}, which numpy arrays do not need "
+            f"(a pickle can run code; only numpy arrays, dicts, lists, strings and numbers are read)"
+        ) from None
+    except Exception as e:  # truncated, not a pickle
         raise DataError(f"{path.name}: not a readable pickle ({type(e).__name__}: {e})") from e
     if not isinstance(data, dict):
         raise DataError(f"{path.name}: expected a dict with keys 'train', 'valid', 'test', got {type(data).__name__}")
@@ -116,18 +171,22 @@ def clean_split(part, where: str, split: str, dims: dict[str, int], kind: str, l
     # 2. -inf audio -> 0.
     neg_inf = np.isneginf(feats["audio"])
     feats["audio"][neg_inf] = 0.0
-    # Remaining NaN/inf: skip the sample (or raise with --strict).
-    ok = {m: np.isfinite(a).reshape(len(rows), -1).all(axis=1) for m, a in feats.items()}
+    # 3. Valid steps: from the first step with non-zero text on (a NaN counts as non-zero, as in
+    # MultiBench's `text.nonzero()`).
+    nonzero = np.any(feats["text"] != 0, axis=2)  # [N, T]
+    first = np.argmax(nonzero, axis=1)
+    mask = (np.arange(t)[None, :] >= first[:, None]).astype(np.uint8)
+    # Remaining NaN/inf on valid steps: skip the sample (or raise with --strict). Padded steps are
+    # cut off by MultiBench's loader, so whatever they hold is set to 0 and never reaches a model.
+    valid = mask.astype(bool)[:, :, None]
+    ok = {m: (np.isfinite(a) | ~valid).reshape(len(rows), -1).all(axis=1) for m, a in feats.items()}
     finite = np.logical_and.reduce(list(ok.values()))
     for i in np.flatnonzero(~finite):  # counted once, under its first non-finite modality
         m = next(m for m in feats if not ok[m][i])
         log.skip(split, f"non-finite {m} features", f"{where} record {int(rows[i])} (id {ids[i]})")
     sel = np.flatnonzero(finite)
-    feats = {m: a[sel] for m, a in feats.items()} if not finite.all() else feats
-    # 3. Valid steps: from the first step with non-zero text on.
-    nonzero = np.any(feats["text"] != 0, axis=2)  # [N, T]
-    first = np.argmax(nonzero, axis=1)
-    mask = (np.arange(t)[None, :] >= first[:, None]).astype(np.uint8)
+    feats = {m: np.where(valid[sel], a[sel], np.float32(0.0)) for m, a in feats.items()}
+    mask = mask[sel]
     return FeatureSplit(
         features=feats, mask=mask, labels=labels[sel], raw_ids=[ids[i] for i in sel],
         raw_count=n, replaced_neg_inf=int(neg_inf[sel].sum()),

@@ -55,7 +55,7 @@ def synth_hateful_memes(out: str | Path, cfg: SynthConfig = SynthConfig()) -> di
     out = Path(out)
     (out / "img").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    sizes = split_sizes(cfg.n)
+    sizes = split_sizes(cfg.n, cfg.splits)
     n_unseen = max(2, cfg.n // 20)
     total = cfg.n + n_unseen
     lat = sample_latents(rng, total, ("text", "image"))

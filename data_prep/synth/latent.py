@@ -31,8 +31,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def split_sizes(n: int) -> dict[str, int]:
-    """About 70 / 10 / 20 percent, every split non-empty."""
+def split_sizes(n: int, splits: tuple | None = None) -> dict[str, int]:
+    """About 70 / 10 / 20 percent, every split non-empty; or exactly ``splits = (train, dev, test)``."""
+    if splits is not None:
+        if sum(splits) != n:
+            raise ValueError(f"split sizes {tuple(splits)} do not add up to n={n}")
+        return dict(zip(("train", "dev", "test"), (int(x) for x in splits)))
     dev = max(1, round(0.1 * n))
     test = max(1, round(0.2 * n))
     return {"train": n - dev - test, "dev": dev, "test": test}

@@ -93,7 +93,7 @@ def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str 
     (out / image_dir).mkdir(parents=True, exist_ok=True)
     (out / meta_dir).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    sizes = split_sizes(cfg.n)
+    sizes = split_sizes(cfg.n, cfg.splits)
     ids = [f"{k:07d}" for k in sorted(rng.choice(np.arange(1, 10**7), size=cfg.n, replace=False))]
     ids = [ids[k] for k in rng.permutation(cfg.n)]
     written = {"genres": {}, "ids": {}, "longest_plot": {}}

@@ -85,7 +85,7 @@ def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConf
     audio = _signal(rng, n, steps, dims["audio"], lengths, lat.shared, lat.unique["audio"])
     labels = _labels(dataset, lat.score)
     ids = np.array([f"{dataset}_{k:05d}" for k in range(n)])
-    sizes = split_sizes(n)
+    sizes = split_sizes(n, cfg.splits)
     data, start = {}, 0
     for split, key in (("train", "train"), ("dev", "valid"), ("test", "test")):
         sl = slice(start, start + sizes[split])

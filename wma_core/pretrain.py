@@ -1,0 +1,543 @@
+"""Pretraining the tiny ViLT the way ViLT was pretrained: MLM, ITM and word-patch alignment.
+
+ViLT's objectives (dandelin/ViLT, ``vilt/modules/objectives.py``), on transformers' ViLT modules:
+
+- **MLM**: 15% of the text tokens (not [CLS], [SEP], [PAD]) are chosen; of those 80% become
+  [MASK], 10% a random token, 10% stay (BERT). ``ViltForMaskedLM``'s ``mlm_score`` head predicts
+  the chosen tokens from the text output tokens, on the matched image (cross-entropy).
+- **ITM**: half of each batch gets another sample's image (one showing a different picture);
+  a linear head ``Linear(h, 2)`` on the pooled output classifies matched (1) / not matched (0).
+- **WPA**: on that ITM batch, ``D_i = ot_distance(image_i, text_i)`` (:func:`wma_core.ot.ot_distance`,
+  cosine cost, IPOT 0.5 / 50 / 1, ViLT's argument order: image first) between the image tokens
+  (image CLS dropped) and the text tokens (CLS and [SEP] dropped)::
+
+      L_wpa = (sum_{i matched} D_i - sum_{i not matched} D_i) / B
+
+- ``loss = L_mlm + L_itm + 0.1 * L_wpa``; AdamW (weight decay 0.01, none on biases and norms),
+  linear warm-up then linear decay; text length 40. As in ViLT, MLM runs its own forward pass
+  (masked text, true images) and ITM + WPA another (full text, half the images swapped).
+
+The corpus is the label-free caption set of :mod:`data_prep.synth.captions`, written in COCO
+captions' layout and prepared by :mod:`data_prep.readers.coco`; a WordPiece tokenizer is fitted on
+its train captions. The checkpoint folder holds ``ViltForMaskedLM.save_pretrained`` (config.json,
+model.safetensors), the tokenizer (``PreTrainedTokenizerFast.save_pretrained``), the ITM head
+(``itm_head.pt``) and ``pretrain.json`` (configuration, key, curves, timings, held-out metrics),
+so it loads exactly like ``dandelin/vilt-b32-mlm``: ``wma_core.model.load_vilt(folder)`` and
+``python -m data_prep prepare ... --tokenizer folder``.
+
+Reuse and resume: the folder is keyed by the configuration and the source of the code that
+decides its numbers (:func:`pretrain_key`); a finished folder (``pretrain.json`` present) is
+reused. A checkpoint (``last.pt``, loadable with ``torch.load(weights_only=True)``, RNG states as
+tensors) is written after every epoch; a new call resumes after the last finished epoch and
+gives the same weights as an uninterrupted run (CPU).
+
+CLI: ``python -m wma_core.pretrain --scale smoke|default [--out DIR]`` prints the folder last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import ViltConfig, ViltForMaskedLM
+
+from . import checkpoint as ck
+from . import perturb as P
+from .model import TINY_CONFIG, WMAVilt
+from .ot import ot_distance
+from .results import atomic_write_json, config_key, file_lock
+
+IGNORE = -100  # label of tokens MLM does not predict (cross_entropy's ignore_index)
+DONE = "pretrain.json"
+LAST = "last.pt"
+ITM_HEAD = "itm_head.pt"
+_CODE = (
+    Path(__file__).resolve().parent / "pretrain.py",
+    Path(__file__).resolve().parent / "model.py",
+    Path(__file__).resolve().parent / "ot.py",
+    Path(__file__).resolve().parents[1] / "data_prep" / "synth" / "captions.py",
+    Path(__file__).resolve().parents[1] / "data_prep" / "readers" / "coco.py",
+    Path(__file__).resolve().parents[1] / "data_prep" / "text.py",
+)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """One pretraining run.
+
+    Attributes:
+        corpus_n: images in the corpus (about 10% go to val2017, the held-out split).
+        corpus_seed: the corpus' seed (its stream is disjoint from every twin's).
+        image_size, patch_size, max_text_len, vocab_size: as ``python -m data_prep prepare``.
+        arch: ``ViltConfig`` fields of the model (vocab_size is the tokenizer's).
+        epochs, batch_size, lr, weight_decay, warmup, adam_betas: the optimisation.
+        mlm_prob: share of text tokens MLM predicts; itm_neg: share of swapped images.
+        wpa_weight: weight of the word-patch alignment loss; ot_iters: IPOT iterations.
+        seed: initialisation, data order, masks and swaps.
+        attn: ``"sdpa"`` or ``"eager"`` attention.
+    """
+
+    corpus_n: int = 6000
+    corpus_seed: int = 0
+    image_size: int = 64
+    patch_size: int = 16
+    max_text_len: int = 40
+    vocab_size: int = 2000
+    arch: dict = field(default_factory=lambda: {k: v for k, v in TINY_CONFIG.items() if k != "vocab_size"})
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    adam_betas: tuple = (0.9, 0.98)
+    mlm_prob: float = 0.15
+    itm_neg: float = 0.5
+    wpa_weight: float = 0.1
+    ot_iters: int = 50
+    seed: int = 0
+    attn: str = "sdpa"
+
+
+SCALES = {
+    "smoke": PretrainConfig(corpus_n=90, image_size=32, epochs=2, batch_size=16, lr=1e-3,
+                            arch={**{k: v for k, v in TINY_CONFIG.items() if k != "vocab_size"},
+                                  "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                  "intermediate_size": 64}),
+    "default": PretrainConfig(),
+}
+
+
+def code_digest(files=_CODE) -> str:
+    """A digest of the source files that decide the checkpoint's numbers."""
+    h = hashlib.sha256()
+    for p in files:
+        if p.exists():
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def pretrain_key(cfg: PretrainConfig) -> str:
+    """The folder's key: a hash of the configuration and of the code that decides its numbers."""
+    d = dataclasses.asdict(cfg)
+    d["adam_betas"] = list(d["adam_betas"])
+    return config_key({"pretrain": d, "code": code_digest()})
+
+
+def default_dir(cfg: PretrainConfig) -> Path:
+    """``<data home>/pretrained/<key>`` (the study layer's data home, ``$WMA_DATA`` or ``_data``)."""
+    from .experiments import data_home  # the study layer decides where generated data lives
+
+    return data_home() / "pretrained" / pretrain_key(cfg)
+
+
+# -- the corpus ---------------------------------------------------------------------------------
+def corpus_dir(cfg: PretrainConfig, home: Path) -> Path:
+    """Prepare (once) and return the corpus' prepared caption folder under ``home``."""
+    from data_prep.config import PrepareConfig, SynthConfig
+    from data_prep.readers.coco import prepare_captions
+    from data_prep.synth.captions import synth_captions
+
+    blob = json.dumps([cfg.corpus_n, cfg.corpus_seed, cfg.image_size, cfg.patch_size, cfg.max_text_len,
+                       cfg.vocab_size, code_digest(_CODE[3:])])  # the corpus' own code only
+    tag = f"coco_captions-n{cfg.corpus_n}-s{cfg.corpus_seed}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+    raw, out = home / "raw" / tag, home / "prepared" / tag
+    with file_lock(home / "locks" / f"{tag}.lock"):
+        if not (raw / ".complete").exists():
+            if raw.exists():
+                shutil.rmtree(raw)
+            synth_captions(raw, SynthConfig(n=max(20, cfg.corpus_n), seed=cfg.corpus_seed))
+            (raw / ".complete").touch()
+        if not (out / "manifest.json").exists():
+            prepare_captions(raw, out, PrepareConfig(image_size=cfg.image_size, patch_size=cfg.patch_size,
+                                                     max_text_len=cfg.max_text_len, vocab_size=cfg.vocab_size,
+                                                     progress=False))
+    return out
+
+
+class CaptionSplit:
+    """One split of a prepared caption folder, in memory.
+
+    ``input_ids`` int64 [N, L], ``attention_mask`` int64 [N, L], ``image_index`` int64 [N],
+    ``images``: list of uint8 [3, H, W] tensors (one per image).
+    """
+
+    def __init__(self, folder: str | Path, split: str):
+        from data_prep.images import read_image
+        from data_prep.store import read_manifest
+
+        folder = Path(folder)
+        self.manifest = read_manifest(folder)
+        if self.manifest.get("dataset") != "coco_captions":
+            raise ValueError(f"{folder}: holds {self.manifest.get('dataset')!r}, expected a coco_captions folder")
+        d = folder / split
+        self.input_ids = torch.from_numpy(np.load(d / "input_ids.npy").astype(np.int64))
+        self.attention_mask = torch.from_numpy(np.load(d / "attention_mask.npy").astype(np.int64))
+        self.image_index = torch.from_numpy(np.load(d / "image_index.npy"))
+        arrays = [np.load(d / f"{n}.npy", mmap_mode="r") for n in ("images", "image_shapes", "image_offsets")]
+        self.images = [torch.from_numpy(read_image(*arrays, i)) for i in range(len(arrays[1]))]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Caption indices per batch; every batch holds one image shape (no padding).
+
+        With ``generator``: shuffled captions, then shuffled batch order; without: file order.
+        """
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        shapes = {}
+        for i in order.tolist():
+            shapes.setdefault(tuple(self.images[int(self.image_index[i])].shape), []).append(i)
+        out = []
+        for idx in shapes.values():
+            out += [torch.tensor(idx[k:k + batch_size]) for k in range(0, len(idx), batch_size)]
+        out = [b for b in out if len(b) >= 2]
+        if generator is not None:
+            out = [out[k] for k in torch.randperm(len(out), generator=generator).tolist()]
+        return out
+
+    def batch(self, idx: torch.Tensor) -> dict:
+        mask = self.attention_mask[idx]
+        length = max(int(mask.sum(1).max()), 1)  # trailing padding common to the batch is cut
+        return {
+            "input_ids": self.input_ids[idx, :length], "attention_mask": mask[:, :length],
+            "pixel_values": torch.stack([self.images[int(self.image_index[i])] for i in idx]),
+            "image_ids": self.image_index[idx],
+        }
+
+
+# -- the three objectives --------------------------------------------------------------------
+def mask_tokens(input_ids, attention_mask, special_ids, vocab_size: int, generator: torch.Generator,
+                prob: float = 0.15, mask_id: int = 4):
+    """BERT's masking. Returns ``(masked_ids [B, L], labels [B, L])``.
+
+    Each valid token that is not special is chosen with probability ``prob``; a chosen token
+    becomes ``mask_id`` with probability 0.8, a random non-special token with 0.1, and stays
+    with 0.1. ``labels`` holds the original id at chosen positions, :data:`IGNORE` elsewhere.
+    """
+    candidates = attention_mask.bool() & ~torch.isin(input_ids, torch.as_tensor(list(special_ids)))
+    chosen = (torch.rand(input_ids.shape, generator=generator) < prob) & candidates
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE))
+    u = torch.rand(input_ids.shape, generator=generator)
+    ordinary = torch.tensor([t for t in range(vocab_size) if t not in set(special_ids)])
+    rand_tok = ordinary[torch.randint(len(ordinary), input_ids.shape, generator=generator)]
+    masked = torch.where(chosen & (u < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    masked = torch.where(chosen & (u >= 0.8) & (u < 0.9), rand_tok, masked)
+    return masked, labels
+
+
+def swap_images(image_ids: torch.Tensor, generator: torch.Generator, share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """ITM pairs. Returns ``(source [B] long, labels [B] long)``: sample i gets the image of
+    sample ``source[i]``; ``floor(share * B)`` samples (at random) get another sample's image
+    showing a different picture (label 0), the others their own (label 1)."""
+    B = len(image_ids)
+    neg = torch.randperm(B, generator=generator)[: int(share * B)]
+    score = torch.rand(B, B, generator=generator)
+    score = score.masked_fill(image_ids[:, None] == image_ids[None, :], -1.0)  # never the same picture
+    other = score.argmax(1)
+    source, labels = torch.arange(B), torch.ones(B, dtype=torch.long)
+    ok = score.max(1).values >= 0
+    neg = neg[ok[neg]]
+    source[neg], labels[neg] = other[neg], 0
+    return source, labels
+
+
+def wpa_loss(distance: torch.Tensor, itm_labels: torch.Tensor) -> torch.Tensor:
+    """``(sum D[matched] - sum D[not matched]) / B`` (ViLT's ot_loss)."""
+    sign = itm_labels.float() * 2 - 1  # +1 matched, -1 not matched
+    return (sign * distance).sum() / len(distance)
+
+
+class Pretrainer(nn.Module):
+    """``ViltForMaskedLM`` (backbone + MLM head) seen through :class:`WMAVilt`, plus the ITM head."""
+
+    def __init__(self, mlm: ViltForMaskedLM, attn: str = "sdpa"):
+        super().__init__()
+        self.mlm = mlm
+        self.backbone = WMAVilt(mlm.vilt, attn=attn)
+        self.itm = nn.Linear(mlm.config.hidden_size, 2)
+        nn.init.normal_(self.itm.weight, std=mlm.config.initializer_range)
+        nn.init.zeros_(self.itm.bias)
+
+    def encode(self, batch: dict, input_ids=None, pixel_values=None, perturbation=None, sample_ids=None):
+        return self.backbone(input_ids=batch["input_ids"] if input_ids is None else input_ids,
+                             attention_mask=batch["attention_mask"],
+                             pixel_values=batch["pixel_values"] if pixel_values is None else pixel_values,
+                             perturbation=perturbation, sample_ids=sample_ids)
+
+    def mlm_logits(self, out, length: int) -> torch.Tensor:
+        """``[B, Lt, V]`` MLM logits on the text part of the sequence (CLS row included)."""
+        return self.mlm.mlm_score(out.last_hidden_state[:, :length])
+
+    def losses(self, batch: dict, generator: torch.Generator, special_ids, mask_id: int, cfg: PretrainConfig) -> dict:
+        ids = batch["input_ids"]
+        masked, labels = mask_tokens(ids, batch["attention_mask"], special_ids, self.mlm.config.vocab_size,
+                                     generator, cfg.mlm_prob, mask_id)
+        out = self.encode(batch, input_ids=masked)
+        logits = self.mlm_logits(out, ids.shape[1])
+        n_mlm = int((labels != IGNORE).sum())
+        mlm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE) \
+            if n_mlm else logits.sum() * 0.0
+        source, itm_labels = swap_images(batch["image_ids"], generator, cfg.itm_neg)
+        out = self.encode(batch, pixel_values=batch["pixel_values"][source])
+        itm_logits = self.itm(out.pooler_output)
+        itm = F.cross_entropy(itm_logits, itm_labels)
+        D = ot_distance(out.tokens["image"], out.tokens["text"], out.token_masks["image"], out.token_masks["text"],
+                        iters=cfg.ot_iters)
+        wpa = wpa_loss(D, itm_labels)
+        return {"loss": mlm + itm + cfg.wpa_weight * wpa, "mlm": mlm, "itm": itm, "wpa": wpa,
+                "itm_acc": (itm_logits.argmax(1) == itm_labels).float().mean()}
+
+
+def build_model(cfg: PretrainConfig, vocab_size: int) -> Pretrainer:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        mlm = ViltForMaskedLM(ViltConfig(**{**cfg.arch, "vocab_size": vocab_size,
+                                            "image_size": cfg.image_size, "patch_size": cfg.patch_size,
+                                            "max_position_embeddings": cfg.max_text_len}))
+        return Pretrainer(mlm, cfg.attn)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_linear(total: int, warmup: float):
+    n_warm = max(1, int(round(warmup * total)))
+    return lambda s: (s + 1) / n_warm if s < n_warm else max(0.0, (total - s) / max(1, total - n_warm))
+
+
+# -- training ------------------------------------------------------------------------------------
+def pretrain(cfg: PretrainConfig = PretrainConfig(), out: str | Path | None = None, *, home: str | Path | None = None,
+             progress: bool = True, stop_after: int | None = None) -> Path:
+    """Build (or reuse, or resume) the checkpoint folder of ``cfg``; returns it.
+
+    out: the folder (default :func:`default_dir`); home: where the corpus is written (default:
+    the data home). ``stop_after``: stop after that many epochs of this call (for tests of resume).
+    """
+    out = Path(out) if out is not None else default_dir(cfg)
+    key = pretrain_key(cfg)
+    if _finished(out, key):
+        return out
+    if home is None:
+        from .experiments import data_home
+
+        home = data_home()
+    with file_lock(Path(home) / "locks" / f"pretrain-{key}.lock"):
+        if _finished(out, key):
+            return out
+        _pretrain_locked(cfg, out, key, Path(home), progress, stop_after)
+    return out
+
+
+def _finished(out: Path, key: str) -> bool:
+    done = out / DONE
+    if not done.exists():
+        return False
+    rec = json.loads(done.read_text())
+    if rec.get("key") != key:
+        raise ValueError(f"{out} holds the pretrained checkpoint {rec.get('key')}, not {key}: choose another folder")
+    return True
+
+
+def _tokenizer(prepared: Path):
+    from data_prep.text import load_tokenizer
+
+    tok = load_tokenizer(prepared)
+    tok.model_max_length = int(json.loads((prepared / "manifest.json").read_text())["max_text_len"])
+    return tok
+
+
+def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_after) -> None:
+    t_start = time.perf_counter()
+    prepared = corpus_dir(cfg, home)
+    t_corpus = time.perf_counter() - t_start
+    tok = _tokenizer(prepared)
+    specials = [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id, tok.mask_token_id]
+    train, dev = CaptionSplit(prepared, "train"), CaptionSplit(prepared, "dev")
+    model = build_model(cfg, len(tok))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    steps_per_epoch = len(train.batches(cfg.batch_size, torch.Generator().manual_seed(0)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(cfg.epochs * steps_per_epoch, cfg.warmup))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # masks and swaps
+    state = {"epoch": 0, "steps": [], "epochs": [], "train_seconds": 0.0}
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / LAST).exists():
+        saved = ck.load(out / LAST)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        gen.set_state(saved["gen"])
+        ck.set_rng_state(saved["rng"])
+        state = saved["state"]
+    done_now = 0
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=state["epoch"] * steps_per_epoch, desc="pretraining",
+               disable=not progress)
+    for epoch in range(state["epoch"], cfg.epochs):
+        if stop_after is not None and done_now >= stop_after:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        sums = {"loss": 0.0, "mlm": 0.0, "itm": 0.0, "wpa": 0.0, "itm_acc": 0.0, "n": 0}
+        for idx in train.batches(cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 100003 + epoch)):
+            parts = model.losses(train.batch(idx), gen, specials, tok.mask_token_id, cfg)
+            if not torch.isfinite(parts["loss"]):
+                raise FloatingPointError(f"non-finite pretraining loss at epoch {epoch + 1}: {parts}")
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            opt.step()
+            sched.step()
+            row = {k: float(v.detach()) for k, v in parts.items()}
+            state["steps"].append(row)
+            for k, v in row.items():
+                sums[k] += v
+            sums["n"] += 1
+            bar.update(1)
+            bar.set_postfix(mlm=f"{row['mlm']:.2f}", itm=f"{row['itm']:.2f}", wpa=f"{row['wpa']:.3f}")
+        n = max(1, sums.pop("n"))
+        state["epochs"].append({"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": sched.get_last_lr()[0]})
+        state["epoch"] = epoch + 1
+        state["train_seconds"] += time.perf_counter() - t0
+        done_now += 1
+        ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "gen": gen.get_state(), "rng": ck.rng_state(), "state": ck.plain(state)}, out / LAST)
+    bar.close()
+    if state["epoch"] < cfg.epochs:
+        return  # stopped early on request: last.pt holds the state
+    t0 = time.perf_counter()
+    metrics = evaluate(model, dev, tok, cfg)
+    random_metrics = evaluate(build_model(cfg, len(tok)), dev, tok, cfg)
+    model.mlm.save_pretrained(out)
+    tok.save_pretrained(out)
+    torch.save(model.itm.state_dict(), out / ITM_HEAD)
+    import platform
+
+    atomic_write_json(out / DONE, {
+        "key": key, "config": dataclasses.asdict(cfg), "code": code_digest(), "corpus": str(prepared),
+        "corpus_manifest": {k: json.loads((prepared / "manifest.json").read_text())[k] for k in ("splits", "images", "vocab_size")},
+        "history": {"steps": state["steps"], "epochs": state["epochs"]},
+        "metrics": metrics, "random_init_metrics": random_metrics,
+        "timings": {"corpus_seconds": t_corpus, "train_seconds": state["train_seconds"],
+                    "eval_seconds": time.perf_counter() - t0,
+                    "steps": len(state["steps"]), "threads": torch.get_num_threads(),
+                    "load_average": list(os.getloadavg())},
+        "n_params": sum(p.numel() for p in model.mlm.parameters()),
+        "environment": {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count()},
+    })
+    (out / LAST).unlink(missing_ok=True)
+
+
+# -- evaluation on the held-out split ------------------------------------------------------------
+
+
+def grounded_words() -> dict[str, tuple[str, ...]]:
+    """Words of the corpus that name what tiles show: colours and shapes."""
+    from data_prep.synth.captions import COLOUR_NAMES, MEME_COLOUR_NAMES, SHAPES
+
+    return {"colour": tuple(COLOUR_NAMES) + tuple(MEME_COLOUR_NAMES), "shape": tuple(SHAPES)}
+
+
+@torch.no_grad()
+def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, batch_size: int = 64) -> dict:
+    """Held-out metrics of a pretrainer.
+
+    - ``itm_accuracy``: matched / not matched, half the images swapped (fixed seed);
+    - ``mlm_accuracy_{with,without}_image[_colour|_shape]``: every colour or shape word masked at
+      once, predicted with the image and with the image missing (its embedding features set to
+      zero, :mod:`wma_core.perturb`);
+    - ``d_matched``, ``d_mismatched``: mean WPA distance of matched and swapped pairs.
+    """
+    model.eval()
+    words = grounded_words()
+    ids_of = {kind: torch.tensor([i for w in ws if (i := tok.convert_tokens_to_ids(w)) not in (None, tok.unk_token_id)])
+              for kind, ws in words.items()}
+    gen = torch.Generator().manual_seed(12345)
+    n_itm = n_ok = 0
+    d_pos, d_neg = [], []
+    hits = {(kind, img): [0, 0] for kind in words for img in ("with", "without")}
+    for idx in split.batches(batch_size):
+        b = split.batch(idx)
+        B = len(idx)
+        source, labels = swap_images(b["image_ids"], gen, cfg.itm_neg)
+        out = model.encode(b, pixel_values=b["pixel_values"][source])
+        n_ok += int((model.itm(out.pooler_output).argmax(1) == labels).sum())
+        n_itm += B
+        D = ot_distance(out.tokens["image"], out.tokens["text"], out.token_masks["image"], out.token_masks["text"],
+                        iters=cfg.ot_iters)
+        d_pos += D[labels == 1].tolist()
+        d_neg += D[labels == 0].tolist()
+        ids = b["input_ids"]
+        grounded = torch.isin(ids, torch.cat(list(ids_of.values())))
+        masked = torch.where(grounded, torch.full_like(ids, tok.mask_token_id), ids)
+        missing = P.Perturbation(kind="missing", modality="image", rate=1.0, n_total=B)
+        for img, pert in (("with", None), ("without", missing)):
+            o = model.encode(b, input_ids=masked, perturbation=pert, sample_ids=torch.arange(B) if pert else None)
+            pred = model.mlm_logits(o, ids.shape[1]).argmax(-1)
+            for kind, kid in ids_of.items():
+                sel = torch.isin(ids, kid)
+                hits[(kind, img)][0] += int((pred[sel] == ids[sel]).sum())
+                hits[(kind, img)][1] += int(sel.sum())
+    res = {"itm_accuracy": n_ok / max(1, n_itm), "d_matched": float(np.mean(d_pos)) if d_pos else float("nan"),
+           "d_mismatched": float(np.mean(d_neg)) if d_neg else float("nan"), "n_pairs": n_itm}
+    for img in ("with", "without"):
+        tot = [sum(hits[(k, img)][j] for k in words) for j in (0, 1)]
+        res[f"mlm_accuracy_{img}_image"] = tot[0] / max(1, tot[1])
+        for kind in words:
+            h, t = hits[(kind, img)]
+            res[f"mlm_accuracy_{img}_image_{kind}"] = h / max(1, t)
+    res["n_grounded_words"] = sum(hits[(k, "with")][1] for k in words)
+    return res
+
+
+def load_pretrainer(folder: str | Path) -> Pretrainer:
+    """The saved MLM model and ITM head of a checkpoint folder, as a :class:`Pretrainer`."""
+    folder = Path(folder)
+    mlm = ViltForMaskedLM.from_pretrained(folder, local_files_only=True)
+    model = Pretrainer(mlm)
+    model.itm.load_state_dict(torch.load(folder / ITM_HEAD, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def read_record(folder: str | Path) -> dict:
+    """``pretrain.json`` of a finished checkpoint folder."""
+    path = Path(folder) / DONE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `python -m wma_core.pretrain` first")
+    return json.loads(path.read_text())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m wma_core.pretrain", description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", choices=sorted(SCALES), default="default")
+    p.add_argument("--out", help="checkpoint folder (default: <data home>/pretrained/<key>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    folder = pretrain(SCALES[args.scale], args.out, progress=not args.quiet)
+    rec = read_record(folder)
+    m = rec["metrics"]
+    print(f"held-out ITM accuracy {m['itm_accuracy']:.3f}; masked colour/shape words "
+          f"{m['mlm_accuracy_with_image']:.3f} with the image, {m['mlm_accuracy_without_image']:.3f} without; "
+          f"train {rec['timings']['train_seconds']:.0f} s")
+    print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
