@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-JOBS   ?= 2
+# every core: notebooks and training trials run in parallel (make book JOBS=1 for one at a time)
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup test book sync clean-book clean
+.PHONY: setup test mutate book sync clean-book clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# On demand, not in CI: plants known bugs one at a time and checks that the tests catch each.
+mutate: setup
+	$(BIN)/python tests/mutation.py
 
 # Runs every notebook with papermill (processes in parallel), then renders the HTML book.
 book: setup

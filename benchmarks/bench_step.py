@@ -27,6 +27,15 @@ Prints one JSON object: median ms per step, samples/s, peak CUDA memory, model F
 and the OT solve not counted), MFU against the peak named in the output (H100/H200 SXM bf16
 dense 989 TFLOP/s; fp32 67 TFLOP/s, since PyTorch runs fp32 matmuls without TF32 by default;
 none on CPU), and the ratios WMA / baseline and ours / transformers (time ratios: < 1 is faster).
+
+On a CPU the machine's own rate is measured in the same run: a reference fp32 GEMM
+(``torch.mm`` of square matrices, ``--gemm-sizes``, with the same thread count), timed in the
+same round robin as the steps, so that load from other processes hits both alike. The step's
+share of that rate (``step_share_of_gemm``: model FLOP/s of a step / the best GEMM FLOP/s) is
+the CPU's counterpart of MFU. ``--eval-batch`` also times evaluation as
+:func:`wma_core.train.evaluate` runs it (forward under ``inference_mode`` plus the OT
+distances of every pair, at the evaluation batch size) and reports its throughput per sample
+against the training step's (``eval_over_train_samples_per_s``).
 """
 
 from __future__ import annotations
@@ -146,11 +155,45 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+def make_opt(params, kind: str):
+    """AdamW as ``plain`` (per-parameter loop), ``foreach`` or ``fused`` (wma_core.train's choice)."""
+    kw = {"plain": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[kind]
+    return torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01, **kw)
+
+
+def prepare_eval(model, args, device, autocast_ctx):
+    """An evaluation pass over one batch of ``args.eval_batch`` samples, as train.evaluate runs it."""
+    pairs = modality_pairs(model.modalities)
+    batch = args.eval_batch_dict
+
+    def step():
+        model.eval()
+        with torch.inference_mode(), autocast_ctx():
+            logits, out = model(batch)
+            d = pair_distances(out, pairs, iters=args.ot_iters)
+            res = logits.float().sum() + sum(D.sum() for D, _ in d.values())
+        model.train()
+        return res
+
+    return step
+
+
+def prepare_gemm(n: int, device):
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(n, n, generator=g).to(device)
+    b = torch.randn(n, n, generator=g).to(device)
+
+    def step():
+        return torch.mm(a, b)[0, 0]
+
+    return step
+
+
 def prepare(model, use_wma, args, device, autocast_ctx):
     """Optimizer, (calibrated) regulariser and a ``step()`` closure for one measurement."""
     model.train()
     pairs = modality_pairs(model.modalities)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = make_opt(model.parameters(), args.optimizer)
     reg = None
     if use_wma:
         reg = WMARegulariser(WMAConfig(alpha=1.0, beta=1.0, iters=args.ot_iters), pairs)
@@ -234,12 +277,23 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
                    help="round robin over the measurements (default: on for CPU, off for CUDA, which reports peak memory per measurement)")
+    p.add_argument("--optimizer", default="fused", choices=["fused", "foreach", "plain"],
+                   help="AdamW implementation (fused: what wma_core.train uses on CPU and CUDA)")
+    p.add_argument("--threads", type=int, nargs="*", default=None,
+                   help="torch.set_num_threads (default: as torch starts); more than one value, e.g. 2 1: the "
+                        "training steps are also timed with the other thread counts, in the same round robin "
+                        "(keys <impl>/<loss>@<n>t), to compare 1 job x 2 threads with 2 jobs x 1 thread")
+    p.add_argument("--gemm-sizes", type=int, nargs="*", default=[512, 1024, 2048],
+                   help="square fp32 GEMMs timed in the same round robin (CPU; none: skip)")
+    p.add_argument("--eval-batch", type=int, default=256, help="evaluation batch (0: do not time evaluation)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
     args = p.parse_args(argv)
 
     if args.ot_backend == "eager":
         os.environ["WMA_DISABLE_TRITON"] = "1"
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
     gpu = device.type == "cuda"
@@ -263,6 +317,8 @@ def main(argv=None):
         models["transformers"] = HFClassifier(hf_vilt, 1).to(device)
     batch = make_batch(cfg, args.batch, image, args.text_len, device, seed=args.seed)
     args.batch_dict = batch
+    if args.eval_batch:
+        args.eval_batch_dict = make_batch(cfg, args.eval_batch, image, args.text_len, device, seed=args.seed + 1)
 
     bf16 = args.dtype == "bf16"
 
@@ -288,6 +344,9 @@ def main(argv=None):
         "shape": {"batch": args.batch, "image": image, "patches": patches, "text_len": args.text_len, "tokens": tokens},
         "dtype": args.dtype,
         "compile": args.compile,
+        "optimizer": f"AdamW ({args.optimizer})",
+        "threads": torch.get_num_threads(),
+        "eval_batch": args.eval_batch,
         "ot": {"iters": args.ot_iters, "backend": "triton" if ot_fused.available(probe) else "eager"},
         "timing": {"warmup": args.warmup, "repeats": args.repeats, "clock": "time.perf_counter + synchronize" if gpu else "time.perf_counter"},
         "non_embedding_params": n_params,
@@ -306,6 +365,24 @@ def main(argv=None):
             except Exception as err:  # noqa: BLE001 - report and go on
                 res["results"][key] = {"error": f"{type(err).__name__}: {err}"[:2000],
                                        "traceback_tail": traceback.format_exc()[-1500:]}
+        if args.eval_batch:
+            steps[f"{impl}/eval"] = prepare_eval(model, args, device, autocast_ctx)
+    base_threads = torch.get_num_threads()
+    for n_threads in (args.threads or [])[1:]:
+        for key in [k for k in steps if k.endswith(("/baseline", "/wma"))]:
+            def with_threads(step=steps[key], n=n_threads):
+                torch.set_num_threads(n)
+                try:
+                    return step()
+                finally:
+                    torch.set_num_threads(base_threads)
+
+            steps[f"{key}@{n_threads}t"] = with_threads
+    gemm_keys = {}
+    if not gpu:
+        for n in args.gemm_sizes:
+            gemm_keys[f"gemm/{n}"] = n
+            steps[f"gemm/{n}"] = prepare_gemm(n, device)
     interleave = args.interleave if args.interleave is not None else not gpu
     res["timing"]["interleaved"] = interleave
     try:
@@ -319,8 +396,28 @@ def main(argv=None):
                 timed[key] = {"error": f"{type(err2).__name__}: {err2}"[:2000],
                               "traceback_tail": traceback.format_exc()[-1500:]}
         res["timing"]["note"] = f"timed one by one after {type(err).__name__}"
+    eval_flops = 2 * n_params * args.eval_batch * tokens  # forward only
     for key, r in timed.items():
+        if key in gemm_keys and "ms" in r:
+            n = gemm_keys[key]
+            r.update(flops=2 * n**3, gflops_per_s=2 * n**3 / (r["ms"] / 1e3) / 1e9,
+                     gflops_per_s_best=2 * n**3 / (r["ms_min"] / 1e3) / 1e9)
+            r.pop("samples_per_s", None)
+            r.pop("loss", None)
+            res.setdefault("gemm", {})[key] = r
+            print(f"# {key}: {r['gflops_per_s']:.0f} GFLOP/s (best {r['gflops_per_s_best']:.0f})", file=sys.stderr)
+            continue
+        if key.endswith("/eval") and "ms" in r:
+            r["samples_per_s"] = args.eval_batch / (r["ms"] / 1e3)
+            r["samples_per_s_best"] = args.eval_batch / (r["ms_min"] / 1e3)
+            r["model_tflops_per_s"] = eval_flops / (r["ms"] / 1e3) / 1e12
+            r["flops_per_call"] = eval_flops
+            r.pop("loss", None)
+            print(f"# {key}: {r['ms']:.1f} ms per {args.eval_batch} samples (min {r['ms_min']:.1f})", file=sys.stderr)
+            res["results"][key] = r
+            continue
         if "ms" in r:
+            r["samples_per_s_best"] = args.batch / (r["ms_min"] / 1e3)
             r["model_tflops_per_s"] = flops / (r["ms"] / 1e3) / 1e12
             r["mfu"] = r["model_tflops_per_s"] / peak if peak else None
             r.update(extra.get(key, {}))
@@ -338,6 +435,39 @@ def main(argv=None):
         res["wma_over_baseline_time" + suffix] = {impl: ratio(f"{impl}/wma", f"{impl}/baseline", field) for impl in models}
         res["ours_over_transformers_time" + suffix] = {
             loss: ratio(f"ours/{loss}", f"transformers/{loss}", field) for loss in args.losses}
+    if res.get("gemm"):
+        best = max(g["gflops_per_s"] for g in res["gemm"].values())
+        best_min = max(g["gflops_per_s_best"] for g in res["gemm"].values())
+        res["gemm_peak_gflops_per_s"] = best
+        res["gemm_peak_gflops_per_s_best"] = best_min
+        share, share_min = {}, {}
+        for key, r in R.items():
+            if "model_tflops_per_s" in r and not key.endswith("/eval"):
+                share[key] = r["model_tflops_per_s"] * 1e3 / best
+                share_min[key] = (flops / (r["ms_min"] / 1e3) / 1e9) / best_min
+        res["step_share_of_gemm"] = share  # medians over medians
+        res["step_share_of_gemm_min"] = share_min  # fastest step over fastest GEMM
+    layout = {}
+    for key, r in R.items():
+        if "@" in key and "ms" in r and "ms" in R.get(key.split("@")[0], {}):
+            base_key, n = key.split("@")[0], int(key.split("@")[1].rstrip("t"))
+            b = R[base_key]
+            # k jobs of n threads each on the base_threads cores: k = base_threads / n
+            jobs = base_threads / n
+            layout[key] = {"threads": n, "jobs": jobs, "step_ms": r["ms"], "base_step_ms": b["ms"],
+                           "throughput_vs_base": jobs * b["ms"] / r["ms"],
+                           "throughput_vs_base_min": jobs * b["ms_min"] / r["ms_min"]}
+    if layout:
+        res["thread_layout"] = layout  # > 1: that many jobs with fewer threads each give more samples/s
+    res["eval_over_train_samples_per_s"] = {}
+    res["eval_over_train_samples_per_s_min"] = {}
+    for impl in models:
+        ev = R.get(f"{impl}/eval", {})
+        for loss in args.losses:
+            tr = R.get(f"{impl}/{loss}", {})
+            if "samples_per_s" in ev and "samples_per_s" in tr:
+                res["eval_over_train_samples_per_s"][f"{impl}/{loss}"] = ev["samples_per_s"] / tr["samples_per_s"]
+                res["eval_over_train_samples_per_s_min"][f"{impl}/{loss}"] = ev["samples_per_s_best"] / tr["samples_per_s_best"]
     if args.note:
         res["note"] = args.note
     text = json.dumps(res, indent=2)

@@ -31,9 +31,11 @@
 # dev set.
 #
 # ```{note}
-# A grid cell here is one training seed (the profile's `grid_seeds`), as in the paper's tables.
-# Single-seed differences of this size are mostly seed noise: the dataset chapters measure that
-# noise with several seeds. Read the curves for their trend, not for their wiggles.
+# A grid cell here is one training seed (the profile's `grid_seeds`), as in the paper's tables,
+# but every cell is compared with **all** the baseline seeds the dataset chapters trained (paired
+# by seed where a cell has several): its gain is over the mean of those baselines, and its
+# interval uses their seed-to-seed spread as the noise of one run. Single-seed differences of
+# this size are mostly seed noise. Read the curves for their trend, not for their wiggles.
 # ```
 
 # %% tags=["parameters"]
@@ -58,7 +60,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from wma_core import figures, report
+from wma_core import figures, paper_grids, report
 from wma_core.experiments import DATASETS, PAPER_SELECTED, get_profile, prepare_data, results_dir, run_configs
 from wma_core.sweep import run_trials
 
@@ -83,9 +85,12 @@ overrides = {"model": model} if model else {}
 data_dirs = {ds: prepare_data(ds, scale, (data_roots or {}).get(ds), model=model) for ds in datasets}
 configs = []
 for ds in datasets:
-    cells = run_configs(ds, data_dirs[ds], scale, alphas=alphas, betas=betas, seeds=seeds, lr=lr, epochs=epochs,
-                        device=device, max_train_samples=max_train_samples, **overrides)
-    configs += [c for c in cells if c.alpha > 0] + [c for c in cells if c.alpha == 0]  # baselines last
+    cells = run_configs(ds, data_dirs[ds], scale, alphas=[a for a in alphas if a > 0], betas=betas, seeds=seeds,
+                        lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples, **overrides)
+    # the baseline with every seed of the dataset chapters (the same runs: reused from the store)
+    bases = run_configs(ds, data_dirs[ds], scale, alphas=(0.0,), seeds=profile.seeds, lr=lr, epochs=epochs,
+                        device=device, max_train_samples=max_train_samples, **overrides) if 0.0 in alphas else []
+    configs += cells + bases  # baselines last
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 print(f"{len(records)} runs ({runs['key'].nunique()} in the frame)")
@@ -249,36 +254,82 @@ for ds in datasets:
                                caption=f"{name}, paper (Table {figures.PAPER_GRID_TABLE[ds]}; β=0: Table 2): normal; baseline {pb:.3f}"))
 
 # %% [markdown]
-# ## Choosing (α, β): on the test set (the paper) or on the dev set
+# ## Choosing (α, β): selection, and what selection alone produces
 #
-# The paper selects, per dataset, the grid cell whose *test* result it then reports. That choice
-# has seen the test set, so the reported number is optimistic. Below, for every dataset, the cell
-# chosen by the mean unperturbed dev metric (clean) and by the test metric (the paper's way), and
-# the test metric each choice reports. The difference between the two rows is the optimism of
-# choosing on the test set, at this grid size and seed noise.
+# The paper selects, per dataset, the grid cell whose *test* result it then reports. Picking the
+# best of K cells shows a gain even when no cell differs from the baseline: the **selection
+# null** below is that gain, simulated with each cell drawn from the baseline's own seed-to-seed
+# spread (mean and 95th percentile of the best-of-K gain over the mean of all baseline seeds).
+# Beside it: our grid's best cell chosen on the test split (the paper's way) and on the dev split
+# (clean), the share of our cells above the baseline, the median cell, and the paper's selected
+# gain (Table 1 WMA minus baseline) with the expected best of K cells drawn from its own grid.
 
 # %%
-sel = pd.concat([report.select(runs, by=by, methods=("wma",)) for by in ("dev", "test")], ignore_index=True)
-sel = sel[(sel["test_case"] == "normal") & (sel["metric"] == sel["dataset"].map(metric_of))]
+sel = report.selection_table(runs, datasets)
+paper_sum = paper_grids.grid_summary()
 rows = []
 for r in sel.itertuples(index=False):
-    rows.append({"dataset": figures.DATASET_LABELS[r.dataset], "chosen on": r.by, "α": r.alpha, "β": r.beta,
-                 "candidates": r.n_candidates, "selection score": r.selected_on,
-                 f"test (normal)": r.mean, "paper's choice (α, β)": "{:g}, {:g}".format(*PAPER_SELECTED[r.dataset])})
+    ps = paper_sum[(paper_sum["dataset"] == r.dataset) & (paper_sum["test_case"] == "normal")]
+    rows.append({
+        "dataset": figures.DATASET_LABELS[r.dataset], "cells K": r.k, "baseline seeds": r.baseline_seeds,
+        "our cells above baseline": f"{r.share_above:.0%}", "our median cell": r.median_gain,
+        "best on test (gain)": f"{r.selected_test} ({r.selected_gain_test:+.3f})",
+        "best on dev (its test gain)": f"{r.selected_dev} ({r.selected_gain_dev:+.3f})",
+        "selection null: mean [95th pct]": (f"{r.null_mean:+.3f} [{r.null_q95:+.3f}]" if r.null_mean == r.null_mean
+                                            else "fewer than 2 baseline seeds"),
+        "paper's selected gain": ps["table1_gain"].iloc[0] if len(ps) else float("nan"),
+        "paper: E[best of its K cells]": ps["expected_max"].iloc[0] if len(ps) else float("nan"),
+    })
 choice = pd.DataFrame(rows)
-display(figures.show_table(choice, caption="Model selection: dev (clean) vs test (the paper's way); WMA cells only"))
-optimism = {}
-for ds in datasets:
-    sub = choice[choice["dataset"] == figures.DATASET_LABELS[ds]].set_index("chosen on")
-    if {"dev", "test"} <= set(sub.index):
-        sign = -1.0 if metric_of[ds] == "mae" else 1.0
-        optimism[ds] = sign * (sub.loc["test", "test (normal)"] - sub.loc["dev", "test (normal)"])
-glue("optimism_mean", f"{pd.Series(optimism).mean():+.3f}" if optimism else "n/a", display=False)
+display(figures.show_table(choice, caption="Selection on the normal test case: our grid's best cell, the selection null, and the paper's"))
+inside = [r.dataset for r in sel.itertuples(index=False) if r.null_q95 == r.null_q95 and r.selected_gain_test <= r.null_q95]
+glue("sel_inside", f"{len(inside)} of {len(sel)}", display=False)
+optimism = (sel["selected_gain_test"] - sel["selected_gain_dev"]).dropna() if len(sel) else pd.Series(dtype=float)
+glue("optimism_mean", f"{optimism.mean():+.3f}" if len(optimism) else "n/a", display=False)
 glue("optimism_n", str(len(optimism)), display=False)
 
 # %% [markdown]
-# Averaged over the {glue:text}`optimism_n` datasets, choosing the grid cell on the test set
-# reports a headline metric {glue:text}`optimism_mean` better (positive = more optimistic) than
-# choosing it on the dev set. That is a lower bound on how much of a single-seed grid maximum is
-# selection rather than method: the dataset chapters retrain the paper's cell with several seeds
-# to measure the rest.
+# In {glue:text}`sel_inside` datasets our test-chosen cell's gain lies below the 95th percentile
+# of the selection null: a best-of-K gain that size is what choosing among K cells produces when
+# no cell differs at all.
+#
+# The test-chosen cell's gain minus the dev-chosen cell's test gain averages
+# {glue:text}`optimism_mean` over the {glue:text}`optimism_n` datasets. This difference is
+# **≥ 0 by construction** (the test-chosen cell is the maximum of the very numbers it is compared
+# on), so it is no lower bound on the paper's optimism and no evidence for or against the
+# method; it only shows how far the two ways of choosing land apart at this grid size and seed
+# noise.
+#
+# ## The paper's own grids, without any training
+#
+# The paper printed every cell of its grids (Tables 3-6), so the same questions can be asked of
+# its numbers: how many cells beat its Table 1 baseline, where the median cell lies, and whether
+# the reported (selected) cell stands out from the expected best of K cells drawn from the grid
+# itself (what choosing the best would give if α and β did not matter). Gains are positive when
+# better (MOSEI's MAE flipped). MOSEI's text-missing and video-missing cases are left out: its
+# Table 1 prints the values of the selected Table 6 cell with these two columns swapped, so which
+# number belongs to which case cannot be told from the paper.
+
+# %%
+show = paper_sum.assign(dataset=paper_sum["dataset"].map(figures.DATASET_LABELS),
+                        test_case=paper_sum["test_case"].map(figures.case_label),
+                        share_above=paper_sum["share_above"].map(lambda x: f"{x:.0%}"))
+show = show.drop(columns=["metric", "table1_gain"]).rename(columns={
+    "test_case": "test case", "k": "cells K", "share_above": "cells above baseline", "median_gain": "median cell",
+    "max_gain": "best cell", "expected_max": "E[best of K draws]", "selected_gain": "selected cell",
+    "selected_is_max": "selected = best"})
+display(figures.show_table(show, caption="The paper's grids (Tables 3-6) against its Table 1 baseline (no training)"))
+hm = paper_sum[(paper_sum["dataset"] == "hateful_memes") & (paper_sum["test_case"] == "normal")].iloc[0]
+glue("paper_hm_share", f"{hm['share_above']:.0%}", display=False)
+glue("paper_hm_k", str(int(hm["k"])), display=False)
+glue("paper_hm_median", f"{hm['median_gain']:+.3f}", display=False)
+glue("paper_selected_max", f"{int(paper_sum['selected_is_max'].sum())} of {len(paper_sum)}", display=False)
+
+# %% [markdown]
+# On Hateful Memes' normal test, {glue:text}`paper_hm_share` of the paper's
+# {glue:text}`paper_hm_k` cells beat its baseline and the median cell's gain is
+# {glue:text}`paper_hm_median`: most of the grid is no better than fine-tuning without the
+# regulariser, and the reported cell is the grid's best. Over all datasets and test cases the
+# selected cell is the grid's best in {glue:text}`paper_selected_max` (dataset, test case)
+# pairs; on the normal test, where it is chosen, its gain is about the expected best of K draws
+# from the grid itself.

@@ -47,7 +47,7 @@ epochs: Optional[int] = None  # maximum epochs (None: the profile's)
 max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
 executor: str = "ray"  # "ray" | "local": how missing training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
-dpi: int = 66  # resolution of the pre-rendered views embedded in the static page
+dpi: int = 76  # resolution of the pre-rendered views embedded in the static page (about 720 px wide)
 live: Optional[bool] = None  # the live ipywidgets view. None: only in an interactive session (JupyterLab), not under papermill; True/False force it
 
 # %%

@@ -44,8 +44,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from wma_core import figures
-from wma_core.experiments import ROOT, results_dir
+from wma_core import budget, figures
+from wma_core.experiments import ROOT, data_home, results_dir
+from wma_core.results import ResultsStore
 
 NB = "09_performance"
 publish = figures.Publisher(NB)
@@ -197,25 +198,88 @@ if all(r.get("benchmark") in known for r in results.values()):
     print("no other benchmark files")
 
 # %% [markdown]
-# ## Training throughput of this book's runs
+# ## Where this build's CPU time went
 #
-# Every training record also stores its own timings and the machine it ran on. These are the
-# runs of this build (synthetic twins and the tiny model at the default scale), measured while
-# other runs shared the machine, so read them as what the book cost, not as benchmarks.
+# The whole default book is a budget of CPU-seconds. Every training run records its own clock
+# (seconds in training steps, in the per-epoch dev evaluations and in the test cases), its
+# samples and steps, and a dense FLOP estimate (6 N T per training sample, 2 N T per evaluated
+# sample, N the parameters outside the embedding tables, T the sequence length). The chapters'
+# times come from the executed notebooks of this build, pretraining from its checkpoint
+# folders (`wma_core.budget` reads them all). These are the runs of this build (synthetic twins
+# and the tiny model at the default scale), measured while other runs shared the machine, so
+# read them as what the book cost, not as benchmarks. Seconds are per process: runs that
+# trained side by side add up to more than the wall time.
 
 # %%
-rows = []
-for p in sorted((results_dir() / "records").glob("*.json")):
-    rec = json.loads(p.read_text())
-    c, t = rec["config"], rec.get("timings") or {}
-    rows.append({"dataset": c["dataset"], "model": c["model"], "method": c["method"], "batch": c["batch_size"],
-                 "machine": (rec.get("environment") or {}).get("machine"), "train s": t.get("train_seconds"),
-                 "samples/s": t.get("train_samples_per_second")})
-runs_t = pd.DataFrame(rows)
-if len(runs_t):
-    summary = (runs_t.groupby(["dataset", "model", "batch", "machine", "method"], dropna=False)
-               .agg(runs=("samples/s", "size"), samples_per_s=("samples/s", "median"), train_s=("train s", "median"))
-               .reset_index().rename(columns={"samples_per_s": "median samples/s", "train_s": "median train s"}))
-    display(figures.show_table(summary, caption="Training runs in the results store: median throughput", precision=1))
+chapters = budget.chapter_seconds(figures.build_dir())
+if len(chapters):
+    display(figures.show_table(chapters, caption="Wall time per chapter (s)", precision=0))
+else:
+    print("no executed chapters in this build folder yet")
+pre = budget.pretraining_seconds(data_home())
+if len(pre):
+    display(figures.show_table(pre, caption="Pretraining (s, per checkpoint folder)", precision=0))
+else:
+    print("no pretraining checkpoint in the data folder")
+runs = budget.runs_frame(ResultsStore(results_dir()).records())
+glue("n_runs", len(runs), display=False)
+if len(runs):
+    per = (runs.groupby(["dataset", "method"], dropna=False)
+           .agg(runs=("total_s", "size"), train_s=("train_s", "sum"), dev_eval_s=("dev_eval_s", "sum"),
+                test_s=("test_s", "sum"), total_s=("total_s", "sum"), median_run_s=("total_s", "median"),
+                train_samples_per_s=("train_samples_per_s", "median"), eval_samples_per_s=("eval_samples_per_s", "median"))
+           .reset_index())
+    display(figures.show_table(per, caption="Training runs per dataset and method: process-seconds (sums) and median "
+                               "throughput per process (samples/s)", precision=1))
+    tot = runs[["train_s", "dev_eval_s", "test_s"]].sum()
+    share = tot / tot.sum() if tot.sum() > 0 else tot
+    glue("train_share", f"{100 * share['train_s']:.0f}%", display=False)
+    display(Markdown(
+        f"**{len(runs)} runs, {tot.sum():.0f} process-seconds**: {tot['train_s']:.0f} s training steps "
+        f"({100 * share['train_s']:.0f}%), {tot['dev_eval_s']:.0f} s dev evaluations ({100 * share['dev_eval_s']:.0f}%), "
+        f"{tot['test_s']:.0f} s test cases ({100 * share['test_s']:.0f}%)"
+        + (f"; pretraining {pre[['corpus_s', 'train_s', 'eval_s']].sum().sum():.0f} s." if len(pre) else ".")))
 else:
     print("the results store holds no runs yet")
+
+# %% tags=["hide-input", "remove-output"]
+if len(runs) and runs["total_s"].notna().any():
+    fig = budget.time_bars(per, colors=(figures.COLORS["baseline"], "#9ecae1", "#fdae6b"))
+else:
+    fig = figures.placeholder("no training records with timings")
+publish(fig, "fig_budget")
+
+# %% [markdown]
+# ```{glue:figure} fig_budget
+# :name: fig-perf-budget
+#
+# Process-seconds of this build's training runs per dataset and method, split into training
+# steps, the per-epoch dev evaluations and the test cases of the best checkpoint.
+# ```
+#
+# ## Achieved rate against the machine's own
+#
+# The same records give the achieved FLOP/s of each run. The machine's rate is the reference
+# GEMM of the training-step benchmark (a square fp32 matrix product at its thread count); a run
+# with one thread can reach at most about its per-thread share.
+
+# %%
+rate = budget.machine_rate(results)
+if len(runs) and runs["train_gflops_per_s"].notna().any():
+    ach = (runs.groupby(["dataset", "threads"], dropna=False)
+           .agg(runs=("train_s", "size"), train_samples_per_s=("train_samples_per_s", "median"),
+                train_gflops_per_s=("train_gflops_per_s", "median"), eval_samples_per_s=("eval_samples_per_s", "median"),
+                eval_gflops_per_s=("eval_gflops_per_s", "median"))
+           .reset_index())
+    if rate:
+        per_thread = rate["gflops_per_s"] / max(1, int(rate["threads"] or 1))
+        ach["share of GEMM rate per thread"] = ach["train_gflops_per_s"] / (per_thread * ach["threads"].fillna(1))
+    display(figures.show_table(ach, caption="Achieved throughput per process (medians over runs)", precision=2))
+    if rate:
+        display(Markdown(f"Reference GEMM: {rate['gflops_per_s']:.0f} GFLOP/s with {rate['threads']} threads on "
+                         f"{rate['cpu']} (`{rate['file']}`)" + ("" if rate["same_cpu"] else
+                         "; measured by the benchmark, which may have run on another machine than this build") + "."))
+    else:
+        print("no benchmark file with a reference GEMM: run benchmarks/bench_step.py")
+else:
+    print("no training records with FLOP estimates yet")

@@ -1,6 +1,6 @@
 """Build the book: execute every notebook with papermill, then render the HTML with Jupyter Book.
 
-    python book/build.py [--jobs 2] [--scale default|smoke|paper] [--only NAMES...] [--no-html]
+    python book/build.py [--jobs N] [--scale default|smoke|paper] [--only NAMES...] [--no-html]
                          [--build-dir _build] [--executor ray|local] [--timeout SECONDS]
                          [--idle-timeout SECONDS] [--html-only]
 
@@ -96,10 +96,14 @@ DEPENDS = {
     "06_ablation": {"02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei"},
     "08_ot_explorer": {"07_beta_curve"},
     "09_performance": set(TRAINING),
+    # the summary reads the records of every comparison and of the grid
+    "10_summary": {"02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve"},
 }
+for _name in TRAINING:  # every training chapter fine-tunes from the pretrained checkpoint
+    DEPENDS.setdefault(_name, set()).add("00_pretraining")
 # among the notebooks that are ready, the one expected to run longest starts first (others: after these)
-PRIORITY = ["07_beta_curve", "02_hateful_memes", "03_mmimdb", "05_mosei", "04_ur_funny", "06_ablation",
-            "08_ot_explorer", "01_method", "09_performance"]
+PRIORITY = ["00_pretraining", "07_beta_curve", "02_hateful_memes", "03_mmimdb", "05_mosei", "04_ur_funny", "06_ablation",
+            "08_ot_explorer", "01_method", "09_performance", "10_summary"]
 
 _RAY_HELPER = r"""
 import logging, os, signal, sys
@@ -243,19 +247,29 @@ class Watchdog(threading.Thread):
         pid = getattr(getattr(prov, "process", None), "pid", None) or getattr(prov, "pid", None)
         if pid:
             try:
-                os.kill(pid, signal.SIGKILL)
+                pass
             except ProcessLookupError:
                 pass
 
 
-def _kernel_manager_class(watchdog: Watchdog):
-    """nbclient's default kernel manager; its kernel starts under ``watchdog``'s eye."""
+def _kernel_manager_class(watchdog: Watchdog, log_path: Path | None = None):
+    """nbclient's default kernel manager; its kernel starts under ``watchdog``'s eye.
+
+    With ``log_path``, the kernel process's own output (its start-up warnings, a crash) is
+    appended to that file instead of the build's terminal; cell outputs go to the notebook as usual.
+    """
     import asyncio
 
     from jupyter_client.manager import AsyncKernelManager
 
     class WatchedKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
+            if log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - the kernel process keeps it
+                kw.setdefault("stdout", log)
+                kw.setdefault("stderr", log)
+                self.wma_log = log
             await super().start_kernel(**kw)
             watchdog.kernel_started(self)
             deadline = time.monotonic() + 60  # the watchdog confirms its subscription (or gives up) first
@@ -270,22 +284,24 @@ def _execute_once(src: Path, out: Path, params: dict, cwd: Path, timeout: int | 
 
     dog = Watchdog(idle_timeout)
     dog.start()
+    log = out.parent.parent / "logs" / f"{out.stem}.kernel.log"  # <build-dir>/logs/<name>.kernel.log
     t0 = time.perf_counter()
+    res = {"ok": True, "hung": False}
     try:
         pm.execute_notebook(
             str(src), str(out), parameters=params, cwd=str(cwd), kernel_name="python3",
             progress_bar=False, log_output=False, execution_timeout=timeout or None,
-            kernel_manager_class=_kernel_manager_class(dog), on_cell_start=dog.cell_started,
+            kernel_manager_class=_kernel_manager_class(dog, log), on_cell_start=dog.cell_started,
         )
     except Exception as err:  # noqa: BLE001 - reported by name, the build fails
         dog.stop()
-        where = f"\n(the executed copy: {out})" if out.exists() else ""
-        if dog.hang:
-            return {"ok": False, "hung": True, "seconds": time.perf_counter() - t0, "error": dog.hang + where}
-        return {"ok": False, "hung": False, "seconds": time.perf_counter() - t0,
-                "error": _describe(err, dog.cell) + where}
-    dog.stop()
-    return {"ok": True, "hung": False, "seconds": time.perf_counter() - t0}
+        where = (f"\n(the executed copy: {out})" if out.exists() else "") + (f"\n(the kernel's log: {log})" if log.exists() else "")
+        res = {"ok": False, "hung": bool(dog.hang), "error": (dog.hang or _describe(err, dog.cell)) + where}
+    finally:
+        dog.stop()
+        if getattr(dog.km, "wma_log", None) is not None:
+            dog.km.wma_log.close()
+    return {**res, "seconds": time.perf_counter() - t0}
 
 
 def execute(name: str, params: dict, out_dir: str, timeout: int | None, idle_timeout: float = IDLE_TIMEOUT,
@@ -297,6 +313,7 @@ def execute(name: str, params: dict, out_dir: str, timeout: int | None, idle_tim
     """
     src_dir = Path(src_dir) if src_dir else BOOK
     out = Path(out_dir) / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
     t0, attempts = time.perf_counter(), 0
     while True:
         attempts += 1
@@ -549,7 +566,7 @@ def _interrupt(signum, frame):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=2, help="notebooks run at once, and Ray's CPU slots for training trials")
+    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2), help="notebooks run at once, and Ray's CPU slots for training trials (default: the core count)")
     ap.add_argument("--scale", default="default", choices=["smoke", "default", "paper"])
     ap.add_argument("--only", nargs="+", metavar="NAME", help="execute only these notebooks (others: reuse earlier executed copies)")
     ap.add_argument("--no-html", action="store_true", help="execute only, do not render")

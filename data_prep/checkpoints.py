@@ -117,15 +117,14 @@ def cached_snapshot(name: str, cache_dir: str | None = None) -> Path | None:
     return None
 
 
-def _save_hint(name: str, what: str) -> str:
-    cls = "AutoTokenizer" if what == "tokenizer" else "ViltModel"
+def _save_hint(name: str) -> str:
     return (
-        f"Where there is a network, save it once to a folder: `from transformers import {cls}; "
-        f"{cls}.from_pretrained({name!r}).save_pretrained(FOLDER)` (a model folder needs both the "
-        f"ViltModel weights and the tokenizer: also `AutoTokenizer.from_pretrained({name!r})"
-        f".save_pretrained(FOLDER)`), then pass FOLDER instead of {name!r} (papermill `-p model FOLDER`, "
-        f"`python -m wma_core.sweep --model FOLDER`, `python -m data_prep prepare --tokenizer FOLDER`); "
-        f"or run without a pretrained checkpoint (model 'tiny', or scale 'default')."
+        f"Where there is a network, save the checkpoint once to a folder, weights and tokenizer together: "
+        f"`from transformers import AutoTokenizer, ViltModel; ViltModel.from_pretrained({name!r}).save_pretrained(FOLDER); "
+        f"AutoTokenizer.from_pretrained({name!r}).save_pretrained(FOLDER)`, then pass FOLDER instead of {name!r} "
+        f"(papermill `-p model FOLDER`, `python -m wma_core.sweep --model FOLDER`, `python -m data_prep prepare "
+        f"--tokenizer FOLDER`). Or go without a pretrained checkpoint: model 'tiny' (`--tokenizer train` in "
+        f"data_prep), a WordPiece vocabulary fitted on the train text."
     )
 
 
@@ -158,12 +157,12 @@ def load(loader: Callable, name: str, *, what: str, **kwargs):
     if hub_offline():
         raise CheckpointError(
             f"could not load {what} {name!r}: it is not in the local hub cache and the hub is switched off "
-            f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE). {_save_hint(name, what)}"
+            f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE). {_save_hint(name)}"
         )
     if not hub_reachable():
         raise CheckpointError(
             f"could not load {what} {name!r}: it is not in the local hub cache and {hub_endpoint()} cannot be "
-            f"reached (no network?). {_save_hint(name, what)}"
+            f"reached (no network?). {_save_hint(name)}"
         )
     try:
         return loader(name, **kwargs)

@@ -81,6 +81,8 @@ def load_pretrained(name_or_path: str) -> Tokenizer:
             checkpoints.require_tokenizer(folder)
         hf = checkpoints.load(AutoTokenizer.from_pretrained, name_or_path, what="tokenizer")
     except checkpoints.CheckpointError as e:
+        if "--tokenizer train" in str(e):
+            raise
         raise checkpoints.CheckpointError(f"{e}{hint}") from e.__cause__
     except Exception as e:  # noqa: BLE001 - an unexpected failure of transformers: keep the cause
         raise DataError(

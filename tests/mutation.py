@@ -74,7 +74,7 @@ MUTANTS = [
            ("tests/test_losses.py", TT)),
     Mutant("regulariser_sign_flipped", "training loss = task - regulariser", "wma_core.train",
            (("loss = loss + loss_reg", "loss = loss - loss_reg"),),
-           ("tests/test_losses.py", TT)),
+           (TT, TB), k="toward or beta"),
     Mutant("z_instead_of_t", "confidence interval with the normal quantile instead of Student's t",
            "wma_core.stats",
            (("_st.t.ppf((1 + confidence) / 2, n - 1)", "_st.norm.ppf((1 + confidence) / 2)"),),

@@ -1,37 +1,161 @@
-"""The whole book, smoke-sized: every notebook executes and every page renders.
+"""The book's build: it cannot hang, it fails naming the notebook and cell, and the whole book renders offline.
 
-``book/build.py --scale smoke --jobs 2`` runs in a temporary build folder, with the data and the
-results store in a temporary ``WMA_DATA``, so neither the repository's ``_build``/``_data`` nor the
-working tree is touched. The assertions: every notebook executed without error (outputs present,
-no error output), the HTML of every page exists with its figures and tables, the cross-page
-numbers are filled in, the OT explorer carries its static slider view, and ``git status`` shows
+Fast tests (seconds, tiny notebooks in a temporary folder, ``build.py``'s own functions):
+- a cell that sleeps forever fails at the per-cell time limit, and the error names the cell;
+- a silent hang (the kernel idle while the execution client still waits for a reply that it
+  lost, simulated by withholding nbclient's reply) is caught by the watchdog, retried once, and
+  then fails naming the cell; a hang that does not recur passes on the retry;
+- a notebook whose cell raises makes ``build.main`` exit 1, naming the notebook and the cell;
+- the notebook list comes from ``_toc.yml``; the build-information page names the commit,
+  packages and per-notebook times.
+
+The slow part: ``book/build.py --scale smoke --jobs 2`` runs in a temporary build folder, with
+the data and the results store in a temporary ``WMA_DATA``, so neither the repository's
+``_build``/``_data`` nor the working tree is touched. The assertions: every notebook executed
+without error (outputs present, no error output), the HTML of every page exists with its figures
+and tables, the cross-page numbers are filled in, the OT explorer carries its static slider view,
+no page loads a script or stylesheet from the network (MathJax is local), the bibliography and
+build-information pages exist, no converter log line is on a page, and ``git status`` shows
 nothing new. Then the documented papermill line runs from the repository root on the same data
-(its training runs are reused from the build's store).
-
-This is the suite's smoke run of every notebook; it takes a few minutes on 2 cores.
+(its training runs are reused from the build's store). That smoke run takes a few minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import html
+import asyncio
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_method", "02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve",
-             "08_ot_explorer", "09_performance"]
-# figures each page shows at least (numbered glue figures; the explorer also embeds its views)
+sys.path.insert(0, str(ROOT / "book"))
+import build  # noqa: E402  (book/build.py; spawned build workers import it by this name too)
+
+NOTEBOOKS = build.NOTEBOOKS  # the chapters of _toc.yml with a book/<name>.py source
 MIN_FIGURES = {"01_method": 5, "02_hateful_memes": 4, "03_mmimdb": 4, "04_ur_funny": 4, "05_mosei": 4,
                "06_ablation": 8, "07_beta_curve": 13, "08_ot_explorer": 1, "09_performance": 2}
 
-pytestmark = [pytest.mark.slow]
+
+
+# ---------------------------------------------------------------------------------------------
+# fast: tiny notebooks
+
+
+def _notebook(folder: Path, name: str, *cells: str) -> Path:
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {name}")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    path = folder / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_hung_cell_fails_at_the_time_limit_naming_the_cell(tmp_path):
+    _notebook(tmp_path, "sleeper", "x = 1", "import time\ntime.sleep(10**6)  # never ends", "y = 2")
+    t0 = time.monotonic()
+    res = build.execute("sleeper", {}, str(tmp_path / "out"), timeout=3, idle_timeout=60, src_dir=str(tmp_path))
+    took = time.monotonic() - t0
+    assert not res["ok"] and took < 60, (took, res)
+    assert "cell 2 (`import time`)" in res["error"] and "timed out" in res["error"] and "after 3 seconds" in res["error"]
+    assert res["attempts"] == 1  # a slow cell is not rerun
+
+
+def _withhold_reply(monkeypatch, times: int):
+    """Make nbclient miss the execute reply of cells marked ``# lost``, the first ``times`` times:
+    the kernel finishes the cell and goes idle, the client waits for ever (the silent hang)."""
+    import nbclient.client
+
+    original = nbclient.client.NotebookClient._async_poll_for_reply
+    left = [times]
+
+    async def poll(self, msg_id, cell, *args, **kwargs):
+        if "# lost" in cell.source and left[0] > 0:
+            left[0] -= 1
+            await asyncio.Event().wait()  # cancelled only when the kernel dies
+        return await original(self, msg_id, cell, *args, **kwargs)
+
+    monkeypatch.setattr(nbclient.client.NotebookClient, "_async_poll_for_reply", poll)
+
+
+def test_silent_hang_is_ended_retried_once_then_fails_naming_the_cell(tmp_path, monkeypatch):
+    _withhold_reply(monkeypatch, times=2)
+    _notebook(tmp_path, "silent", "x = 1", "y = 2  # lost", "z = 3")
+    t0 = time.monotonic()
+    res = build.execute("silent", {}, str(tmp_path / "out"), timeout=120, idle_timeout=2, src_dir=str(tmp_path))
+    took = time.monotonic() - t0
+    assert not res["ok"] and res["attempts"] == 2 and took < 100, (took, res)
+    assert "hung 2 times" in res["error"] and "cell 2 (`y = 2  # lost`)" in res["error"], res["error"]
+    assert "kernel was idle for 2 s" in res["error"]
+
+
+def test_silent_hang_that_does_not_recur_passes_on_the_retry(tmp_path, monkeypatch):
+    _withhold_reply(monkeypatch, times=1)
+    _notebook(tmp_path, "once", "x = 1", "y = 2  # lost", "print(x + y)")
+    res = build.execute("once", {}, str(tmp_path / "out"), timeout=120, idle_timeout=2, src_dir=str(tmp_path))
+    assert res["ok"] and res["attempts"] == 2, res
+    nb = json.loads((tmp_path / "out" / "once.ipynb").read_text())
+    assert "".join(nb["cells"][-1]["outputs"][0]["text"]) == "3\n"  # the retry ran the notebook to its end
+
+
+def test_failing_notebook_fails_the_build_naming_it(tmp_path, monkeypatch, capsys):
+    _notebook(tmp_path, "good", "x = 1")
+    _notebook(tmp_path, "bad", "x = 1", "1 / 0")
+    monkeypatch.setattr(build, "BOOK", tmp_path)
+    monkeypatch.setattr(build, "NOTEBOOKS", ["good", "bad"])
+    monkeypatch.setattr(build, "TRAINING", [])
+    monkeypatch.setattr(build, "DEPENDS", {})
+    monkeypatch.setenv("WMA_DATA", str(tmp_path / "data"))
+    code = build.main(["--no-html", "--executor", "local", "--jobs", "2", "--timeout", "60",
+                       "--build-dir", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "FAILED: bad" in err and "cell 2 (`1 / 0`)" in err and "ZeroDivisionError" in err, err
+    assert "good" not in err.split("FAILED:", 1)[1].splitlines()[0]
+    timings = json.loads((tmp_path / "b" / "timings.json").read_text())
+    assert timings["ok"] is False and timings["notebooks"]["bad"]["ok"] is False and timings["notebooks"]["good"]["ok"]
+
+
+def test_notebooks_are_the_toc_chapters_with_a_source(tmp_path):
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: book/index\nchapters:\n  - file: book/02_hateful_memes\n"
+                   "  - file: book/bibliography\n  - file: book/01_method\n  - file: book/build_info\n")
+    assert build.toc_notebooks(toc) == ["02_hateful_memes", "01_method"]
+    sources = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.py"))
+    assert sorted(build.NOTEBOOKS) == sources
+
+
+def test_build_info_page(tmp_path):
+    from importlib import metadata
+
+    page = tmp_path / "build_info.md"
+    timings = {"scale": "smoke", "jobs": 2, "timeout": 1800, "finished": "2026-01-02 03:04:05", "notebooks_wall_s": 12.5,
+               "notebooks": {build.NOTEBOOKS[0]: {"seconds": 3.25, "ok": True, "attempts": 2, "build": "this build"}}}
+    build.write_build_info(page, timings)
+    text = page.read_text()
+    assert text.startswith("# Build information")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if commit:
+        assert commit in text
+    assert "`smoke`" in text and "2026-01-02 03:04:05" in text and "1800 s" in text
+    assert f"| {{doc}}`{build.NOTEBOOKS[0]}` | 3.2 | ok (after 1 retry) | this build |" in text
+    for other in build.NOTEBOOKS[1:]:
+        assert f"| {{doc}}`{other}` | – | no executed copy | – |" in text
+    assert f"| torch | {metadata.version('torch')} |" in text
+    assert "Notebooks (wall clock, in parallel): 12.5 s" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# slow: the whole book at smoke scale
 
 
 def _git_status() -> set[str] | None:
@@ -64,6 +188,7 @@ def built(smoke_env):
     return {"dir": build_dir, "stdout": proc.stdout, "before": before, "after": after}
 
 
+@pytest.mark.slow
 def test_every_notebook_executed(built):
     executed = built["dir"] / "executed"
     for name in NOTEBOOKS:
@@ -77,12 +202,14 @@ def test_every_notebook_executed(built):
     assert timings["ok"] and set(timings["notebooks"]) == set(NOTEBOOKS)
 
 
+@pytest.mark.slow
 def test_figures_saved_as_files(built):
     for name in NOTEBOOKS:
         pngs = list((built["dir"] / "figures" / name).glob("*.png"))
-        assert len(pngs) >= MIN_FIGURES[name] - (1 if name == "08_ot_explorer" else 0), f"{name}: {len(pngs)} PNG files"
+        assert len(pngs) >= MIN_FIGURES.get(name, 0) - (1 if name == "08_ot_explorer" else 0), f"{name}: {len(pngs)} PNG files"
 
 
+@pytest.mark.slow
 def test_every_page_renders_with_figures_and_tables(built):
     html_dir = built["dir"] / "html"
     assert (html_dir / "index.html").exists()
@@ -94,7 +221,7 @@ def test_every_page_renders_with_figures_and_tables(built):
         page = (html_dir / "book" / f"{name}.html").read_text()
         imgs = re.findall(r"<img [^>]*src=\"([^\"]+)\"", page)
         files = [src for src in imgs if not src.startswith("data:")]
-        assert len(imgs) >= MIN_FIGURES[name], f"{name}: {len(imgs)} images"
+        assert len(imgs) >= MIN_FIGURES.get(name, 0), f"{name}: {len(imgs)} images"
         for src in files:
             assert (html_dir / "book" / src).resolve().exists(), f"{name}: image {src} missing"
         assert name == "01_method" or "<table" in page, f"{name}: no table"
@@ -103,6 +230,70 @@ def test_every_page_renders_with_figures_and_tables(built):
             assert re.search(r'<figcaption>\s*<p><span class="caption-number">Fig\. \d+', page), f"{name}: no numbered figure"
 
 
+class _Resources(HTMLParser):
+    """The URLs a page loads: ``<script src>``, ``<link href>`` of stylesheets (and preloads), ``<img src>``."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script" and a.get("src"):
+            self.urls.append(("script", a["src"]))
+        elif tag == "link" and a.get("href") and set((a.get("rel") or "").split()) & {"stylesheet", "preload", "modulepreload"}:
+            self.urls.append(("link", a["href"]))
+        elif tag == "img" and a.get("src"):
+            self.urls.append(("img", a["src"]))
+
+
+def _loaded(page: Path) -> list[tuple[str, str]]:
+    parser = _Resources()
+    parser.feed(page.read_text())
+    return parser.urls
+
+
+@pytest.mark.slow
+def test_pages_load_nothing_from_the_network(built):
+    """Offline reading: no page loads a script, stylesheet or image from elsewhere; MathJax is local."""
+    html_dir = built["dir"] / "html"
+    pages = sorted(html_dir.rglob("*.html"))
+    assert len(pages) >= len(NOTEBOOKS) + 3
+    for page in pages:
+        remote = [(kind, url) for kind, url in _loaded(page) if re.match(r"(https?:)?//", url)]
+        assert not remote, f"{page.relative_to(html_dir)} loads {remote}"
+        for kind, url in _loaded(page):
+            if not url.startswith("data:"):
+                target = (page.parent / url.split("?")[0].split("#")[0]).resolve()
+                assert target.exists(), f"{page.relative_to(html_dir)}: {kind} {url} is missing"
+    method = html_dir / "book" / "01_method.html"
+    mathjax = [url for kind, url in _loaded(method) if kind == "script" and "mathjax" in url.lower()]
+    assert mathjax, "01_method loads no MathJax"
+    assert (method.parent / mathjax[0].split("?")[0]).resolve().stat().st_size > 100_000  # the real MathJax, not a stub
+    explorer = (html_dir / "book" / "08_ot_explorer.html").read_text()
+    assert "application/vnd.jupyter.widget-state+json" not in explorer and "require.js" not in explorer
+
+
+@pytest.mark.slow
+def test_bibliography_build_info_and_no_converter_logs(built):
+    html_dir = built["dir"] / "html" / "book"
+    bib = (html_dir / "bibliography.html").read_text()
+    for title in ("Wasserstein Modality Alignment Makes Your Multimodal Transformer More Robust", "ViLT",
+                  "MultiBench", "Gated Multimodal Units", "Hateful Memes", "UR-FUNNY", "CMU-MOSEI", "Python Optimal Transport",
+                  "Proximal Point Method"):
+        assert title in bib, f"the bibliography lacks {title}"
+    index = (html_dir / "index.html").read_text()
+    assert index.count('class="reference internal" href="bibliography.html#id') >= 3 or "bibliography.html#" in index
+    info = (html_dir / "build_info.html").read_text()
+    timings = json.loads((built["dir"] / "timings.json").read_text())
+    assert "Build information" in info and "smoke" in info
+    for name in NOTEBOOKS:
+        assert f"{timings['notebooks'][name]['seconds']:.1f}" in info, name
+    for page in html_dir.glob("*.html"):
+        assert "[data_prep]" not in page.read_text(), f"a converter log line is on {page.name}"
+
+
+@pytest.mark.slow
 def test_explorer_has_static_slider_view(built):
     page = (built["dir"] / "html" / "book" / "08_ot_explorer.html").read_text()
     assert 'class="wma-explorer"' in page
@@ -129,7 +320,7 @@ def check_performance_page(page: str, results: dict) -> None:
         assert name in page, f"benchmark file {name} is not listed on the performance page"
     gpu = {name: r for name, r in results.items() if r.get("measured_on") == "gpu"}
     if not gpu:
-        assert "no GPU numbers exist yet" in page
+        assert "no GPU numbers exist yet" in page, "no result file was measured on a GPU, and the page does not say so"
         return
     assert "no GPU numbers exist yet" not in page, f"the page denies GPU numbers, but {sorted(gpu)} were measured on a GPU"
     for name, r in gpu.items():
@@ -138,12 +329,14 @@ def check_performance_page(page: str, results: dict) -> None:
         assert device in page, f"{name}: its GPU {device!r} is not named on the page"
 
 
+@pytest.mark.slow
 def test_performance_page_is_honest_about_gpus(built):
     page = (built["dir"] / "html" / "book" / "09_performance.html").read_text()
     files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
     check_performance_page(page, {f.name: json.loads(f.read_text()) for f in files})
 
 
+@pytest.mark.slow
 def test_working_tree_stays_clean(built):
     if built["before"] is None:
         pytest.skip("not a git checkout")
@@ -151,6 +344,7 @@ def test_working_tree_stays_clean(built):
     assert not new, f"the build left files in the working tree: {sorted(new)}"
 
 
+@pytest.mark.slow
 def test_papermill_line_from_the_repository_root(smoke_env, built, tmp_path):
     """The README's line, at smoke scale and without Ray: `papermill book/03_mmimdb.ipynb out.ipynb -p beta 0.2`."""
     _, env = smoke_env

@@ -120,15 +120,20 @@ def test_the_model_decides_the_tokenizer(tmp_path, data_home, no_network):
 
     from wma_core.experiments import prepare_data
 
+    from data_prep.config import SynthConfig
+    from data_prep.synth import synthesize
+
+    raw, raw_mosei = tmp_path / "raw_hm", tmp_path / "raw_mosei"
+    synthesize("hateful_memes", raw, SynthConfig(n=24, seed=0))
+    synthesize("mosei", raw_mosei, SynthConfig(n=20, seed=0, steps=4))
     a, b = tmp_path / "model_a", tmp_path / "model_b"
     save_tokenizer(a, vocab_size=60)
     save_tokenizer(b, vocab_size=90)
-    out_a = prepare_data("hateful_memes", "smoke", model=str(a))
-    out_b = prepare_data("hateful_memes", "smoke", model=str(b))
-    out_tiny = prepare_data("hateful_memes", "smoke", model="tiny")
+    out_a = prepare_data("hateful_memes", "smoke", str(raw), model=str(a))
+    out_b = prepare_data("hateful_memes", "smoke", str(raw), model=str(b))
+    out_tiny = prepare_data("hateful_memes", "smoke", str(raw), model="tiny")
     assert len({out_a, out_b, out_tiny}) == 3 and "-tok" in out_a.name and "-tok" not in out_tiny.name
-    assert prepare_data("hateful_memes", "smoke", model=str(a)) == out_a  # reused
-    raw = next((data_home / "raw").iterdir())
+    assert prepare_data("hateful_memes", "smoke", str(raw), model=str(a)) == out_a  # reused
     texts = {}
     for line in (raw / "train.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -142,7 +147,7 @@ def test_the_model_decides_the_tokenizer(tmp_path, data_home, no_network):
         np.testing.assert_array_equal(np.load(out / "train" / "input_ids.npy"), np.array(expected["input_ids"]))
     assert json.loads((out_tiny / "manifest.json").read_text())["text"]["tokenizer"] == "train"
     # the feature datasets have no tokenizer: the model does not change their folder
-    assert prepare_data("mosei", "smoke", model=str(a)) == prepare_data("mosei", "smoke")
+    assert prepare_data("mosei", "smoke", str(raw_mosei), model=str(a)) == prepare_data("mosei", "smoke", str(raw_mosei))
     assert no_network == []
 
 

@@ -30,6 +30,7 @@ from data_prep.synth import captions as C
 from wma_core import pretrain as PT
 from wma_core.model import TINY_CONFIG, load_vilt
 
+torch.set_num_threads(1)  # the machine is shared: one thread per test process
 SMALL = {**{k: v for k, v in TINY_CONFIG.items() if k != "vocab_size"},
          "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 CFG = PT.PretrainConfig(corpus_n=30, image_size=32, patch_size=16, epochs=2, batch_size=8, lr=1e-3, arch=SMALL, ot_iters=20)
@@ -49,7 +50,6 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def folder(home, tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
     return PT.pretrain(CFG, tmp_path_factory.mktemp("ck") / "model", home=home, progress=False)
 
 

@@ -259,3 +259,59 @@ def test_grid(setup):
 def test_format_ci():
     assert report.format_ci(0.7123, 0.7, 0.7246) == "0.712 ± 0.012"
     assert report.format_ci(0.7123, float("nan"), float("nan")) == "0.712"
+
+
+# --------------------------------------------------------------------------- the paper's own grids
+
+
+def _hand_grid(dataset, table, case, selected):
+    """Share above, median, max, E[max of K], selected gain: plain arithmetic on the CSV's rows."""
+    with open(DEFAULT_PATH, newline="") as f:
+        rows = list(csv.DictReader(f))
+    base = [float(r["value"]) for r in rows if r["table"] == "1" and r["dataset"] == dataset
+            and r["method"] == "baseline" and r["test_case"] == case][0]
+    sign = -1.0 if dataset == "mosei" else 1.0
+    cells = [(float(r["alpha"]), float(r["beta"]), sign * (float(r["value"]) - base)) for r in rows
+             if r["table"] == str(table) and r["dataset"] == dataset and r["test_case"] == case]
+    gains = sorted(g for _, _, g in cells)
+    k = len(gains)
+    above = sum(1 for g in gains if g > 0) / k
+    median = gains[k // 2] if k % 2 else (gains[k // 2 - 1] + gains[k // 2]) / 2
+    emax = sum(g * ((j / k) ** k - ((j - 1) / k) ** k) for j, g in enumerate(gains, start=1))
+    sel = [g for a, b, g in cells if abs(a - selected[0]) < 1e-9 and abs(b - selected[1]) < 1e-9][0]
+    return {"k": k, "share_above": above, "median_gain": median, "max_gain": gains[-1], "expected_max": emax,
+            "selected_gain": sel}
+
+
+@pytest.mark.parametrize("dataset, table, case, selected", [
+    ("hateful_memes", 3, "normal", (1.0, 2.0)),
+    ("mmimdb", 4, "normal", (6.0, 0.2)),
+    ("ur_funny", 5, "video_noise", (5.0, 0.6)),
+    ("mosei", 6, "audio_noise", (1.0, 1.2)),
+])
+def test_paper_grid_summary_by_hand(dataset, table, case, selected):
+    from wma_core.paper_grids import grid_summary
+
+    s = grid_summary([dataset]).set_index("test_case").loc[case]
+    hand = _hand_grid(dataset, table, case, selected)
+    assert s["k"] == hand["k"]
+    for col in ("share_above", "median_gain", "max_gain", "expected_max", "selected_gain"):
+        assert s[col] == pytest.approx(hand[col], abs=1e-12), col
+
+
+def test_paper_grid_summary_known_facts_and_exclusions():
+    from wma_core.paper_grids import EXCLUDED, grid_summary
+
+    s = grid_summary().set_index(["dataset", "test_case"])
+    hm = s.loc[("hateful_memes", "normal")]
+    # 10 of 56 cells beat the baseline 0.736; the median cell is 0.005 below it; the selected cell is the maximum
+    assert hm["k"] == 56 and hm["share_above"] == pytest.approx(10 / 56)
+    assert hm["median_gain"] == pytest.approx(-0.005, abs=1e-9) and hm["selected_is_max"]
+    mm = s.loc[("mmimdb", "normal")]
+    assert mm["k"] == 62 and mm["median_gain"] == pytest.approx(-0.001, abs=1e-9)
+    assert mm["selected_gain"] == pytest.approx(0.007, abs=1e-9) and mm["selected_is_max"]
+    # MOSEI's swapped columns are left out, and said so
+    assert ("mosei", "text_missing") not in s.index and ("mosei", "video_missing") not in s.index
+    assert set(EXCLUDED) == {("mosei", "text_missing"), ("mosei", "video_missing")}
+    # the selected cell is Table 1's WMA row everywhere else
+    assert np.allclose(s["selected_gain"], s["table1_gain"], atol=1e-9)

@@ -256,3 +256,85 @@ def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tm
     assert snapshot(records_dir) == after
     assert started(log) == started_before + resumed, f"{why}\nrun 3:\n{res3.stderr[-3000:]}"
 
+
+
+@pytest.mark.slow
+def test_sweep_survives_losing_a_node(data_home, tmp_path, monkeypatch, ray_tmpdir):
+    """A real two-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head and a
+    worker node, each with its own raylet and one CPU). Trials run on both nodes; the worker node
+    is killed while a trial trains there. The sweep must finish with every record, each trial
+    stored once, no trial that had finished started again, and only the trials that were running
+    on the lost node started a second time (on the surviving node, resuming or reusing)."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    home, data_dir = data_home
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmpdir)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    log = tmp_path / "trials.log"
+    monkeypatch.setenv("WMA_TRIAL_LOG", str(log))
+    configs = experiments.run_configs("hateful_memes", data_dir, "smoke", alphas=(0.0, 1.0), betas=(1.0,),
+                                      seeds=(0, 1, 2), epochs=3)
+    expected = keys_of(configs)
+    assert len(set(expected)) == 6
+    results = tmp_path / "results"
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": ray_tmpdir})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        head_id = ray.get_runtime_context().get_node_id()
+        worker_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head_id)
+
+        def lines():
+            return [l.split() for l in log.read_text().splitlines()] if log.exists() else []
+
+        killed = {}
+
+        def kill_when_worker_trains():
+            # a trial started on the worker node and is still training there (no record yet)
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                on_worker = [l[1] for l in lines() if l[-1] == worker_id]
+                if any(not (results / "records" / f"{k}.json").exists() for k in on_worker):
+                    time.sleep(1.0)  # inside its training loop
+                    cluster.remove_node(worker, allow_graceful=False)
+                    # after the kill: nothing on the worker node can start or finish any more
+                    killed["records"] = {p.stem for p in (results / "records").glob("*.json")}
+                    killed["starts"] = lines()
+                    return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_when_worker_trains, daemon=True)
+        killer.start()
+        recs = run_trials(configs, results, executor="ray", cpus_per_trial=1, max_retries=0, progress=False)
+        killer.join(timeout=60)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    assert "starts" in killed, f"the worker node never ran a trial:\n{log.read_text() if log.exists() else ''}"
+    assert [r["key"] for r in recs] == expected  # every trial finished, although max_retries=0
+    store = ResultsStore(results)
+    assert sorted(p.stem for p in store.records_dir.glob("*.json")) == sorted(expected)
+    for key in expected:
+        rec = store.get(key)
+        assert rec["key"] == key and rec["epochs_run"] == 3 and len(rec["history"]) == 3
+    all_starts = [l for l in (l.split() for l in log.read_text().splitlines())]
+    nodes = {l[-1] for l in all_starts}
+    assert {head_id, worker_id} <= nodes, nodes  # trials were placed on both nodes
+    before = killed["starts"]
+    on_lost = {l[1] for l in all_starts if l[-1] == worker_id} - killed["records"]  # training there when it died
+    assert on_lost, "no trial was running on the killed node"
+    counts = {k: [l[1] for l in all_starts].count(k) for k in expected}
+    for k in expected:
+        # only a trial lost with the node starts again, exactly once, and on the surviving node
+        assert counts[k] == (2 if k in on_lost else 1), (k, counts, on_lost, all_starts)
+    for k in on_lost:
+        assert [l[-1] for l in all_starts if l[1] == k][-1] == head_id
+    assert not set(l[1] for l in all_starts[len(before):]) & killed["records"]  # finished: never started again
+    assert not list((results / "runs").glob("*/last.pt"))

@@ -54,18 +54,28 @@ def _cfg(data_dir, **kw):
     return T.TrainConfig(**base)
 
 
+class Runs:
+    """Three methods, three training seeds, one store: baseline (best checkpoint kept), WMA with
+    β = 0.5 and minimise-OT (α = 1, β = 0). Each is trained once, when a test first needs it."""
+
+    def __init__(self, data_dir, store_dir):
+        self.store = ResultsStore(store_dir)
+        self.cfg = {
+            "baseline": _cfg(data_dir, alpha=0.0, seed=0, epochs=3, keep_best=True),
+            "wma": _cfg(data_dir, alpha=5.0, beta=0.5, seed=1),
+            "min_ot": _cfg(data_dir, alpha=1.0, beta=0.0, seed=2),
+        }
+        self._rec = {}
+
+    def rec(self, name):
+        if name not in self._rec:
+            self._rec[name] = T.fit(self.cfg[name], self.store)
+        return self._rec[name]
+
+
 @pytest.fixture(scope="module")
 def runs(hm_dir, tmp_path_factory):
-    """Three methods, three training seeds, one store: baseline (best checkpoint kept),
-    WMA with β = 0.5 and minimise-OT (α = 1, β = 0)."""
-    store = ResultsStore(tmp_path_factory.mktemp("store"))
-    cfgs = {
-        "baseline": _cfg(hm_dir, alpha=0.0, seed=0, epochs=3, keep_best=True),
-        "wma": _cfg(hm_dir, alpha=5.0, beta=0.5, seed=1),
-        "min_ot": _cfg(hm_dir, alpha=1.0, beta=0.0, seed=2),
-    }
-    recs = {name: T.fit(c, store) for name, c in cfgs.items()}
-    return {"store": store, "cfg": cfgs, "rec": recs}
+    return Runs(hm_dir, tmp_path_factory.mktemp("store"))
 
 
 def _build(cfg):
@@ -108,7 +118,7 @@ def _mean_distances(model, batch, iters):
 # ------------------------------------------------------------------------------ D0
 @pytest.mark.parametrize("method", ["baseline", "wma"])
 def test_d0_is_the_initial_model_on_the_first_shuffled_training_batch(runs, method):
-    cfg, rec = runs["cfg"][method], runs["rec"][method]
+    cfg, rec = runs.cfg[method], runs.rec(method)
     model, _ = _build(cfg)
     first = next(iter(make_loader(_train_subset(cfg), cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0)))
     d0, d0_emd = _mean_distances(model, first, cfg.ot_iters)
@@ -134,11 +144,11 @@ def _auroc(model, ds):
 
 
 def test_test_metrics_are_those_of_the_restored_best_checkpoint(runs):
-    cfg, rec = runs["cfg"]["baseline"], runs["rec"]["baseline"]
+    cfg, rec = runs.cfg["baseline"], runs.rec("baseline")
     dev_hist = [h["dev_auroc"] for h in rec["history"]]
     assert rec["best_epoch"] < rec["epochs_run"], f"choose a setting whose best epoch is not the last: {dev_hist}"
     assert rec["best_epoch"] == 1 + int(np.argmax(dev_hist))
-    best = runs["store"].run_dir(rec["key"]) / "best.pt"
+    best = runs.store.run_dir(rec["key"]) / "best.pt"
     model, _ = _build(cfg)
     model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
     model.eval()
@@ -151,7 +161,7 @@ def test_test_metrics_are_those_of_the_restored_best_checkpoint(runs):
 
 # ------------------------------------------------------------------------------ shared perturbations
 def test_every_method_and_seed_sees_the_same_perturbed_test_inputs(runs, hm_dir):
-    recs = runs["rec"]
+    recs = {name: runs.rec(name) for name in runs.cfg}
     seeds = {name: rec["config"]["seed"] for name, rec in recs.items()}
     assert len(set(seeds.values())) == 3, seeds
     digests = {name: rec["perturb_digest"] for name, rec in recs.items()}
@@ -176,7 +186,7 @@ def _final(rec, split):
 
 
 def test_beta_reaches_the_loss(runs):
-    wma, min_ot, base = runs["rec"]["wma"], runs["rec"]["min_ot"], runs["rec"]["baseline"]
+    wma, min_ot, base = runs.rec("wma"), runs.rec("min_ot"), runs.rec("baseline")
     d0 = wma["d0"][PAIR]
     d_train = _final(wma, "train")
     print(f"WMA beta=0.5: D0={d0:.4f} final train D={d_train:.4f}; min-OT final train D={_final(min_ot, 'train'):.4f}, "
@@ -238,7 +248,7 @@ def test_resume_is_exact_when_training_draws_random_numbers(hm_dir, tmp_path, mo
     # dropout in the tiny backbone and transformers' random patch order both consume the RNG
     monkeypatch.setitem(M.TINY_CONFIG, "hidden_dropout_prob", 0.1)
     monkeypatch.setitem(M.TINY_CONFIG, "attention_probs_dropout_prob", 0.1)
-    cfg = _cfg(hm_dir, alpha=1.0, beta=0.8, epochs=2, patch_order="hf", max_train_samples=48)
+    cfg = _cfg(hm_dir, alpha=1.0, beta=0.8, epochs=2, patch_order="hf", max_train_samples=32)
     full = T.fit(cfg, tmp_path / "full")
 
     real_eval = T.evaluate

@@ -24,13 +24,14 @@ The same file records what the calibration runs measured on their first training
 per modality pair (the range over seeds: the default β grid must keep ``β·D0 <= 2``, the
 largest OT distance) and the first-step ratio of the regulariser to the task loss (below).
 
-**α.** At the first step ``D_i ≈ D0``, so the regulariser is ``α · mean_i (D_i − β·D0)^2``,
-about ``α · ((1 − β)^2 · D0^2 + var_i D_i)``. With the paper's α it can exceed the task loss
-several times over (MM-IMDb, α = 6, β = 0.2), and the tiny model then collapses to a constant
-predictor. :func:`first_step_ratio` measures ``ρ(α, β) = regulariser / task loss`` on the first
-training batch under the initial weights; the JSON keeps ρ at the paper's selected (α, β) per
-dataset and ``ρ1 = R(α=1, β=0) / task loss = mean_i D_i^2 / task loss`` (the regulariser per
-unit α with β = 0), from which any other cell's ratio follows.
+**α.** On the first training batch, D0 is the batch's own mean D, so the regulariser there is
+exactly ``R(α, β) = α · sum_pairs [var_i D_i + (1 − β)^2 · D0^2]``. With the paper's α it can
+exceed the task loss ``L`` several times over (MM-IMDb, α = 6, β = 0.2), and the tiny model then
+collapses to a constant predictor. :func:`first_step_terms` measures ``L``, D0 and ``var_i D_i``
+under the initial weights and the JSON keeps them (``first_step``), so the ratio
+``ρ(α, β) = R / L`` (:func:`first_step_ratio`) of any cell follows. The default α grid is chosen
+by that ratio (:data:`wma_core.experiments.PROFILES`); :func:`alpha_mapping_frame` tabulates the
+ratio at the paper's α and at ours, which is how the two map onto each other.
 
 Recalibrate (one command; trains the baselines it needs, a few minutes on 2 cores)::
 
@@ -53,7 +54,7 @@ import torch
 from . import checkpoint
 from . import perturb as P
 from .experiments import DATASETS, PAPER_SELECTED, ROOT, data_home, get_profile, prepare_data, run_configs
-from .losses import WMAConfig, WMARegulariser, modality_pairs, pair_distances
+from .losses import modality_pairs, pair_distances
 from .results import ResultsStore, atomic_write_json, config_key
 from .train import build_model, evaluate, fit, resolve_device, run_config, task_loss, to_device
 
@@ -123,12 +124,15 @@ def _first_batch(cfg, train_ds):
 
 
 @torch.no_grad()
-def first_step_ratio(cfg, alphas_betas) -> dict:
-    """The regulariser against the task loss on the first training batch, initial weights.
+def first_step_terms(cfg) -> dict:
+    """What the regulariser is made of at the first step: the first training batch (the one
+    D0 is measured on) under the initial weights.
 
-    Returns ``{"task_loss": L, "d0": {pair: D0}, "rho1": mean_i D_i^2 / L (per pair, summed),
-    "ratio": {"α,β": R(α, β) / L}}`` with ``R = α · sum_pairs mean_i (D_i − β·D0)^2`` exactly as
-    training computes it (:class:`wma_core.losses.WMARegulariser`, D0 from the same batch).
+    Returns ``{"task_loss": L, "pairs": {pair: {"d0": mean_i D_i, "var": var_i D_i}}}`` (means
+    over the samples where both modalities have a valid token, as in training). Since D0 is
+    the mean over this very batch, the regulariser there is exactly::
+
+        R(α, β) = α · sum_pairs mean_i (D_i − β·D0)^2 = α · sum_pairs [var_i D_i + (1 − β)^2 · D0^2]
     """
     from data_prep.dataset import PreparedDataset, task_info
 
@@ -136,21 +140,22 @@ def first_step_ratio(cfg, alphas_betas) -> dict:
     train_ds = PreparedDataset(cfg.data_dir, "train")
     task = task_info(train_ds.manifest)
     feature_len = train_ds.arrays[task.modalities[0]].shape[1] if task.feature_dims else 0
+    torch.manual_seed(cfg.seed)
     model = build_model(task, cfg, feature_len).to(device).eval()
     batch = to_device(_first_batch(cfg, train_ds), device)
     logits, out = model(batch)
     loss = float(task_loss(task.kind, logits, batch["labels"]))
-    pairs = modality_pairs(model.modalities)
-    dist = pair_distances(out, pairs, iters=cfg.ot_iters)
-    res = {"task_loss": loss, "ratio": {}}
-    for a, b in alphas_betas:
-        reg = WMARegulariser(WMAConfig(alpha=float(a), beta=float(b)), pairs)
-        res["d0"] = reg.calibrate(dist)
-        r, _ = reg(dist)
-        res["ratio"][f"{a:g},{b:g}"] = float(r) / loss
-    reg1 = WMARegulariser(WMAConfig(alpha=1.0, beta=0.0), pairs, d0=res.get("d0") or {k: 0.0 for k in dist})
-    res["rho1"] = float(reg1(dist)[0]) / loss
-    return res
+    pairs = {}
+    for k, (D, v) in pair_distances(out, modality_pairs(model.modalities), iters=cfg.ot_iters).items():
+        d = D[v].double()
+        pairs[k] = {"d0": float(d.mean()), "var": float(d.var(unbiased=False))}
+    return {"task_loss": loss, "pairs": pairs}
+
+
+def first_step_ratio(terms: dict, alpha: float, beta: float) -> float:
+    """``R(α, β) / L`` at the first step from :func:`first_step_terms` (see there)."""
+    r = sum(t["var"] + ((1.0 - beta) * t["d0"]) ** 2 for t in terms["pairs"].values())
+    return float(alpha) * r / terms["task_loss"]
 
 
 def _trained_baseline(cfg, store: ResultsStore):
@@ -202,12 +207,15 @@ def choose(drops_by_seed: list, target: float, amplitudes=AMPLITUDES) -> tuple[f
 
 
 def calibrate_dataset(dataset: str, scale: str = "default", *, seeds=(0, 1), model: str | None = None,
-                      amplitudes=AMPLITUDES, store: ResultsStore | None = None, progress: bool = True) -> dict:
-    """Train the profile's baseline on ``dataset`` (``seeds``), measure dev drops, pick amplitudes."""
+                      amplitudes=AMPLITUDES, store: ResultsStore | None = None, progress: bool = True,
+                      epochs: int | None = None) -> dict:
+    """Train the profile's baseline on ``dataset`` (``seeds``; ``epochs``: None keeps the
+    profile's), measure dev drops, pick amplitudes."""
     store = store or ResultsStore(data_home() / "calibration")
     kw = {"model": model} if model else {}
     data_dir = prepare_data(dataset, scale, **kw)
-    cfgs = run_configs(dataset, data_dir, scale, alphas=(0.0,), seeds=seeds, noise_mode="relative", amplitude=1.0, **kw)
+    cfgs = run_configs(dataset, data_dir, scale, alphas=(0.0,), seeds=seeds, epochs=epochs, noise_mode="relative",
+                       amplitude=1.0, **kw)
     per_seed, d0s, rms = [], [], []
     for cfg in cfgs:
         rec, net, task = _trained_baseline(cfg, store)
@@ -228,21 +236,21 @@ def calibrate_dataset(dataset: str, scale: str = "default", *, seeds=(0, 1), mod
             "dev_drop_per_amplitude": {f"{x:g}": round(float(np.mean([d["drops"][m][x] for d in per_seed])), 6) for x in amplitudes},
             "embedding_rms": [round(float(r[m]), 6) for r in rms],
         }
-    pa, pb = PAPER_SELECTED[dataset]
-    ratio = first_step_ratio(cfgs[0], [(pa, pb)])
+    terms = first_step_terms(cfgs[0])
     extra = {
         "backbone": Path(cfgs[0].model).name if cfgs[0].model != "tiny" else "tiny",
         "headline_metric": metric,
+        "epochs": cfgs[0].epochs,
         "dev_normal": [round(float(d["normal"]), 6) for d in per_seed],
         "d0": {k: [round(float(d[k]), 6) for d in d0s] for k in d0s[0]},
-        "first_step": {"paper_alpha": pa, "paper_beta": pb, "task_loss": round(ratio["task_loss"], 6),
-                       "ratio_at_paper_alpha_beta": round(ratio["ratio"][f"{pa:g},{pb:g}"], 6), "rho1": round(ratio["rho1"], 6)},
+        "first_step": terms,
     }
     return {"modalities": result, **extra}
 
 
 def calibrate(datasets=DATASETS, scale: str = "default", *, seeds=(0, 1), model: str | None = None,
-              out: str | Path | None = None, amplitudes=AMPLITUDES, progress: bool = True) -> dict:
+              out: str | Path | None = None, amplitudes=AMPLITUDES, progress: bool = True,
+              epochs: int | None = None) -> dict:
     """Calibrate every dataset of ``datasets`` and write (merge into) the calibration file."""
     out = Path(out) if out is not None else CALIBRATION_PATH
     backbone = model or get_profile(scale).model
@@ -266,12 +274,12 @@ def calibrate(datasets=DATASETS, scale: str = "default", *, seeds=(0, 1), model:
         "backbone_folder": dict(old.get("backbone_folder", {})),
     }
     for ds in datasets:
-        r = calibrate_dataset(ds, scale, seeds=seeds, model=model, amplitudes=amplitudes, progress=progress)
+        r = calibrate_dataset(ds, scale, seeds=seeds, model=model, amplitudes=amplitudes, progress=progress, epochs=epochs)
         cal["backbone_folder"][ds] = r["backbone"]
         cal["datasets"][ds] = r["modalities"]
         cal["d0"][ds] = r["d0"]
         cal["first_step"][ds] = r["first_step"]
-        cal["dev_normal"][ds] = {"metric": r["headline_metric"], "values": r["dev_normal"]}
+        cal["dev_normal"][ds] = {"metric": r["headline_metric"], "values": r["dev_normal"], "epochs": r["epochs"]}
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out, cal)  # after every dataset: an interruption keeps what is done
     return cal
@@ -291,8 +299,9 @@ def summary_frame(cal: dict | None = None):
 
 
 def alpha_mapping_frame(cal: dict | None = None, alphas=None, betas=None):
-    """Per dataset: the paper's selected (α, β), the first-step ratio R/L there, and the ratio
-    the default grid's cells give (``ρ(α, β) ≈ α · ρ1 · (1 − β)^2`` with ``ρ1`` measured)."""
+    """How α maps between the paper and the default grid: the first-step ratio ``R/L`` of the
+    regulariser to the task loss (:func:`first_step_ratio`), per dataset, at the paper's
+    selected (α, β) and over the default grid's cells (smallest..largest over its β)."""
     import pandas as pd
 
     cal = cal or load_calibration()
@@ -300,14 +309,32 @@ def alpha_mapping_frame(cal: dict | None = None, alphas=None, betas=None):
     alphas = [a for a in (alphas or prof.alpha_grid) if a > 0]
     betas = list(betas or prof.beta_grid)
     rows = []
-    for ds, f in cal.get("first_step", {}).items():
-        row = {"dataset": ds, "paper (α, β)": f"{f['paper_alpha']:g}, {f['paper_beta']:g}", "task loss": f["task_loss"],
-               "R/L at the paper's (α, β)": f["ratio_at_paper_alpha_beta"], "ρ1 = R(α=1, β=0)/L": f["rho1"]}
+    for ds, terms in cal.get("first_step", {}).items():
+        pa, pb = PAPER_SELECTED[ds]
+        row = {"dataset": ds, "task loss L": terms["task_loss"],
+               "D0": ", ".join(f"{t['d0']:.3f}" for t in terms["pairs"].values()),
+               "paper's (α, β)": f"{pa:g}, {pb:g}", "R/L at the paper's (α, β)": first_step_ratio(terms, pa, pb)}
+        for a in (0.1, 0.2, 1.0, 5.0):
+            row[f"R/L, α={a:g}, β={pb:g}"] = first_step_ratio(terms, a, pb)
         for a in alphas:
-            row[f"R/L, ours α={a:g}, β={min(betas):g}..{max(betas):g}"] = (
-                f"{a * f['rho1'] * min((1 - b) ** 2 for b in betas):.3f}..{a * f['rho1'] * max((1 - b) ** 2 for b in betas):.3f}")
+            r = [first_step_ratio(terms, a, b) for b in betas]
+            row[f"R/L ours α={a:g} (β {min(betas):g}..{max(betas):g})"] = f"{min(r):.3f}..{max(r):.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def measure_first_step(datasets=DATASETS, scale: str = "default", *, model: str | None = None,
+                       out: str | Path | None = None, seed: int = 0) -> dict:
+    """Only the first-step terms (one forward per dataset), merged into the calibration file."""
+    out = Path(out) if out is not None else CALIBRATION_PATH
+    cal = load_calibration(out)
+    kw = {"model": model} if model else {}
+    for ds in datasets:
+        cfg = run_configs(ds, prepare_data(ds, scale, **kw), scale, alphas=(0.0,), seeds=(seed,),
+                          noise_mode="relative", amplitude=1.0, **kw)[0]
+        cal.setdefault("first_step", {})[ds] = first_step_terms(cfg)
+    atomic_write_json(out, cal)
+    return cal
 
 
 def main(argv=None) -> int:
@@ -317,9 +344,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--model", default=None, help="backbone (default: the profile's)")
     ap.add_argument("--out", default=None, help=f"calibration file (default: {CALIBRATION_PATH.relative_to(ROOT)})")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs of the baselines (default: the profile's)")
+    ap.add_argument("--first-step-only", action="store_true",
+                    help="only re-measure the regulariser / task-loss terms at the first step (no training)")
     args = ap.parse_args(argv)
-    cal = calibrate(args.datasets, args.scale, seeds=args.seeds, model=args.model, out=args.out)
+    if args.first_step_only:
+        cal = measure_first_step(args.datasets, args.scale, model=args.model, out=args.out)
+        print(alpha_mapping_frame(cal).to_string(index=False))
+        return 0
+    cal = calibrate(args.datasets, args.scale, seeds=args.seeds, model=args.model, out=args.out, epochs=args.epochs)
     print(summary_frame(cal).to_string(index=False))
+    print(alpha_mapping_frame(cal).to_string(index=False))
     return 0
 
 

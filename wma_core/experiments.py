@@ -115,8 +115,12 @@ PROFILES = {
         # a randomly initialised model needs many small steps on the 23-label MM-IMDb twin
         epochs={"hateful_memes": 4, "mmimdb": 8, "ur_funny": 4, "mosei": 4}, patience=5,
         batch_size={"hateful_memes": 32, "mmimdb": 8, "ur_funny": 32, "mosei": 32},
-        lr={d: 1e-3 for d in DATASETS}, seeds=(0, 1, 2),
-        device="cpu", alpha_grid=(0.0, 1.0, 5.0), beta_grid=(0.5, 1.0, 2.0, 4.0), grid_seeds=(0,),
+        # 8 paired seeds per method: the t critical value drops from 4.30 (3 seeds) to 2.36, and the
+        # paired gain's spread between seeds, not the test-set size, dominates its interval
+        lr={d: 1e-3 for d in DATASETS}, seeds=tuple(range(8)),
+        # β·D0 stays at most 2, the largest OT distance, for D0 up to 1 (D0 measured on the twins:
+        # book/data/noise_calibration.json "d0"; a cell above 2 is flagged, see losses.target_feasible)
+        device="cpu", alpha_grid=(0.0, 1.0, 5.0), beta_grid=(0.5, 1.0, 1.5, 2.0), grid_seeds=(0,),
     ),
     "paper": Profile(
         name="paper", model="dandelin/vilt-b32-mlm", twin_n=None, twin_steps=50, image_size=384, patch_size=32,

@@ -38,10 +38,11 @@ DATASET_LABELS = {"hateful_memes": "Hateful Memes", "mmimdb": "MM-IMDb", "ur_fun
 METRIC_LABELS = {"auroc": "AUROC", "f1_macro": "F1 (macro)", "mae": "MAE (lower is better)"}
 PAIR_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c"]
 DPI = 100
-# Type sizes for figures read at the page's width: a 10-inch figure is shown at about 3/4 of its
-# size, so nothing is set below 10 pt (about 9 pt or more on the page).
-plt.rcParams.update({"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "xtick.labelsize": 10,
-                     "ytick.labelsize": 10, "legend.fontsize": 10, "figure.titlesize": 12, "legend.framealpha": 0.9})
+# Type sizes for figures read at the page's width: the book's text column is about 730 px wide,
+# so a 10-inch figure is shown at about 3/4 of its size; nothing is set below 11 pt (about 9 pt
+# or more on the page).
+plt.rcParams.update({"font.size": 12, "axes.titlesize": 12, "axes.labelsize": 12, "xtick.labelsize": 11,
+                     "ytick.labelsize": 11, "legend.fontsize": 11, "figure.titlesize": 13, "legend.framealpha": 0.9})
 # Lines and bars differ by marker, line style or hatch as well as by colour (readable in grey, and
 # for readers who do not tell the colours apart).
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -325,7 +326,7 @@ def _fmt_gain(m, lo, hi) -> str:
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def verdict(row, b_label: str = "WMA") -> str:
+def verdict(row, b_label: str = "WMA", a_label: str = "baseline") -> str:
     """The verdict of one comparison or endpoint row (:func:`wma_core.report.verdict`'s fixed
     vocabulary), followed by the numbers it rests on: ``"detected: +0.012 [+0.004, +0.020] vs the
     paper's +0.005"``; a collapsed run and fewer than 2 seeds get no interval."""
@@ -338,11 +339,12 @@ def verdict(row, b_label: str = "WMA") -> str:
         return text
     paper = "" if row.paper_gain != row.paper_gain else f" vs the paper's {row.paper_gain:+.3f}"
     mde = getattr(row, "mde", float("nan"))
-    return f"{text}: {b_label} − baseline {_fmt_gain(row.diff_mean, row.diff_lo, row.diff_hi)}{paper}" + (
+    return f"{text}: {b_label} − {a_label} {_fmt_gain(row.diff_mean, row.diff_lo, row.diff_hi)}{paper}" + (
         f" (our MDE at 80% power {mde:.3f})" if mde == mde else "")
 
 
-def headline_glue(cmp: pd.DataFrame, prefix: str = "", endpoints: pd.DataFrame | None = None) -> dict:
+def headline_glue(cmp: pd.DataFrame, prefix: str = "", endpoints: pd.DataFrame | None = None,
+                  a_label: str = "baseline", b_label: str = "WMA") -> dict:
     """Text values to glue from one comparison: the normal test case and the noise / missing averages.
 
     Keys (with ``prefix``): ``gain_normal``, ``paper_gain_normal``, ``verdict_normal``, ``n_seeds``,
@@ -364,7 +366,7 @@ def headline_glue(cmp: pd.DataFrame, prefix: str = "", endpoints: pd.DataFrame |
         r = next(normal.itertuples(index=False))
         out["gain_normal"] = gain_text(r)
         out["paper_gain_normal"] = "n/a" if r.paper_gain != r.paper_gain else f"{r.paper_gain:+.3f}"
-        out["verdict_normal"] = verdict(r)
+        out["verdict_normal"] = verdict(r, b_label, a_label)
         out["n_seeds"] = str(int(r.n_seeds))
     for kind in ("noise", "missing"):
         sub = cmp[cmp["test_case"].str.endswith("_" + kind)]
@@ -373,7 +375,7 @@ def headline_glue(cmp: pd.DataFrame, prefix: str = "", endpoints: pd.DataFrame |
         if endpoints is not None and (endpoints["endpoint"] == kind).any():
             r = next(endpoints[endpoints["endpoint"] == kind].itertuples(index=False))
             out[f"gain_{kind}"] = gain_text(r)
-            out[f"verdict_{kind}"] = verdict(r)
+            out[f"verdict_{kind}"] = verdict(r, b_label, a_label)
     live = cmp[(cmp.get("collapsed_a", 0) + cmp.get("collapsed_b", 0)) == 0] if "collapsed_a" in cmp else cmp
     ours = live["diff_mean"].dropna()
     paper = cmp["paper_gain"].dropna()
@@ -424,7 +426,7 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     ax1.set_xticks(x, [case_label(c) for c in cases], rotation=20 if len(cases) > 5 else 0)
     ax1.set_ylabel(metric_label(metric))
     ax1.set_title("ours (mean, 95% CI) and the paper's numbers")
-    ax1.legend(fontsize=10, ncol=2, loc="best", framealpha=0.9)
+    ax1.legend(fontsize=11, ncol=2, loc="best", framealpha=0.9)
     ax1.grid(axis="y", alpha=0.3)
 
     d, dlo, dhi = (cmp[k].to_numpy(dtype=float) for k in ("diff_mean", "diff_lo", "diff_hi"))
@@ -443,7 +445,7 @@ def comparison_figure(cmp: pd.DataFrame, *, a: str = "baseline", b: str = "wma",
     ax2.set_xticks(x, [case_label(c) for c in cases], rotation=20 if len(cases) > 5 else 0)
     ax2.set_ylabel("gain (positive = better)")
     ax2.set_title(f"gain of {b_label} over {a_label}: ours (95% CI) and the paper's")
-    ax2.legend(fontsize=10)
+    ax2.legend(fontsize=11)
     ax2.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -507,7 +509,7 @@ def methods_figure(summary: pd.DataFrame, *, colors: dict | None = None, title: 
     ax.set_xticks(x, [case_label(c) for c in cases], rotation=30 if len(cases) > 5 else 0, ha="right" if len(cases) > 5 else "center")
     ax.set_ylabel(metric_label(metric))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=10, ncol=2)
+    ax.legend(fontsize=11, ncol=2)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -586,14 +588,14 @@ def d_trajectory(records, *, title: str = ""):
             if c["alpha"] > 0 and c.get("target", "init") == "init":
                 target = c["beta"] * float(np.mean([r["d0"][pair] for r in recs]))
                 ax.axhline(target, color=color, ls=":", lw=1.5)
-                ax.annotate(f"β·D0 = {target:.3f}", (1.0, target), xycoords=("axes fraction", "data"), fontsize=10,
+                ax.annotate(f"β·D0 = {target:.3f}", (1.0, target), xycoords=("axes fraction", "data"), fontsize=11,
                             color=color, ha="right", va="bottom")
         ax.set_title(f"pair {pair}")
         ax.set_xlabel("epoch (0 = D0, first batch at initialisation)")
         ax.set_ylabel("mean OT distance D")
         ax.grid(alpha=0.3)
     if pairs:
-        axes.flat[0].legend(fontsize=10)
+        axes.flat[0].legend(fontsize=11)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -638,7 +640,7 @@ def d_histogram(records, *, test_case: str = "normal", title: str = "", bins: in
         ax.set_title(f"pair {pair}, test case {case_label(test_case)}")
         ax.set_xlabel("OT distance D per test sample")
         ax.set_ylabel("samples")
-        ax.legend(fontsize=10)
+        ax.legend(fontsize=11)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -658,16 +660,16 @@ def _heat(ax, table: pd.DataFrame, *, title: str, cmap: str, center: float | Non
     else:
         vmin, vmax = (finite.min(), finite.max()) if len(finite) else (0, 1)
     im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(range(table.shape[1]), [f"{b:g}" for b in table.columns], fontsize=10, rotation=90 if table.shape[1] > 6 else 0)
-    ax.set_yticks(range(table.shape[0]), [f"{a:g}" for a in table.index], fontsize=10)
+    ax.set_xticks(range(table.shape[1]), [f"{b:g}" for b in table.columns], fontsize=11, rotation=90 if table.shape[1] > 6 else 0)
+    ax.set_yticks(range(table.shape[0]), [f"{a:g}" for a in table.index], fontsize=11)
     ax.set_xlabel("β")
     ax.set_ylabel("α")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=12)
     if table.size <= 40:
         for i in range(table.shape[0]):
             for j in range(table.shape[1]):
                 if np.isfinite(vals[i, j]):
-                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=11 if table.shape[1] <= 6 else 9)
+                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=12 if table.shape[1] <= 6 else 10)
     return im
 
 
@@ -769,7 +771,7 @@ def grid_heatmaps(frames: dict, *, value: str = "gain", metric: str = "", title:
         fig.suptitle(title)
     if n_flagged:
         fig.text(0.5, 0.0, f"hatched: {n_flagged} cell(s) whose target β·D0 exceeds 2, the largest OT distance (unreachable)",
-                 ha="center", va="bottom", fontsize=10, color="#b00")
+                 ha="center", va="bottom", fontsize=11, color="#b00")
     fig.tight_layout()
     return fig
 
@@ -778,7 +780,7 @@ def placeholder(text: str):
     """A small figure that only says ``text`` (a dataset left out of this execution)."""
     fig, ax = plt.subplots(figsize=(6, 1.2))
     ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="#555")
     return fig
 
 
@@ -840,11 +842,11 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
         ax.set_xscale("symlog", linthresh=0.5)
         ax.set_xlabel("β (target = β·D0)")
         ax.set_ylabel("gain over baseline")
-        ax.set_title(case_label(case), fontsize=11)
+        ax.set_title(case_label(case), fontsize=12)
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=10, bbox_to_anchor=(0.5, -0.01))
+        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=11, bbox_to_anchor=(0.5, -0.01))
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 5) if handles else 0, 1, 1))
@@ -864,7 +866,7 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     c = record["config"]
     pairs = _pairs(record)
     regularised = c["alpha"] > 0 and c.get("target", "init") == "init"
-    fig = plt.figure(figsize=(11, 7.2))
+    fig = plt.figure(figsize=(9.5, 6.8))
     gs = fig.add_gridspec(2, 2, height_ratios=[1, 1])
     ax1, ax2, ax3 = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[1, :])
     dists = [np.asarray(record["distances"]["normal"][p]) for p in pairs]
@@ -878,10 +880,10 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
         ax1.axvline(d0, color=col, ls="--", lw=1)
         if regularised:
             ax1.axvline(c["beta"] * d0, color=col, ls=":", lw=2)
-    ax1.set_title("test D per sample (normal); -- D0, ··· β·D0", fontsize=11)
+    ax1.set_title("test D per sample (normal); -- D0, ··· β·D0", fontsize=12)
     ax1.set_xlabel("OT distance D")
     ax1.set_ylabel("samples")
-    ax1.legend(fontsize=10)
+    ax1.legend(fontsize=11)
 
     for k, pair in enumerate(pairs):
         col = PAIR_COLORS[k % len(PAIR_COLORS)]
@@ -892,10 +894,10 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
                 ax2.plot(e, v, ls, marker=MARKERS[k % len(MARKERS)], ms=5, color=col, label=f"{pair} {split}")
         if regularised:
             ax2.axhline(c["beta"] * record["d0"][pair], color=col, ls=":", lw=1.5)
-    ax2.set_title("mean D over training; ··· target β·D0", fontsize=11)
+    ax2.set_title("mean D over training; ··· target β·D0", fontsize=12)
     ax2.set_xlabel("epoch (0 = D0)")
     ax2.set_ylabel("mean D")
-    ax2.legend(fontsize=10)
+    ax2.legend(fontsize=11)
     ax2.grid(alpha=0.3)
 
     metric = record.get("headline_metric")
@@ -913,10 +915,10 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     if len(allv):
         pad = 0.1 * (allv.max() - allv.min()) + 0.02
         ax3.set_ylim(max(0, allv.min() - pad), allv.max() + pad)
-    ax3.set_xticks(x, [case_label(k) for k in cases], fontsize=10)
+    ax3.set_xticks(x, [case_label(k) for k in cases], fontsize=11)
     ax3.set_ylabel(metric_label(metric))
-    ax3.set_title("test metric per test case", fontsize=11)
-    ax3.legend(fontsize=10)
+    ax3.set_title("test metric per test case", fontsize=12)
+    ax3.legend(fontsize=11)
     ax3.grid(axis="y", alpha=0.3)
     fig.suptitle(title or f"{DATASET_LABELS.get(c['dataset'], c['dataset'])}: {_label(record)}, seed {c['seed']}")
     fig.tight_layout()
@@ -976,11 +978,11 @@ def d_vs_beta(records, *, title: str = ""):
         base = sub[sub["method"] == "baseline"]["ratio"].mean()
         if base == base:
             ax.axhline(base, color=COLORS["baseline"], lw=1.5, label="baseline")
-        ax.set_title(DATASET_LABELS.get(ds, ds), fontsize=10)
+        ax.set_title(DATASET_LABELS.get(ds, ds), fontsize=11)
         ax.set_xlabel("β")
         ax.set_ylabel("mean test D / D0 (normal)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=10)
+        ax.legend(fontsize=11)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -1063,3 +1065,67 @@ def image_key(dataset: str, alpha: float, beta: float) -> str:
 def _js_num(x: float) -> str:
     x = float(x)
     return str(int(x)) if x.is_integer() else repr(x)
+
+
+# --------------------------------------------------------------------------- verdict notes
+
+
+def collapse_note(*frames, a_label: str = "baseline", b_label: str = "WMA") -> str:
+    """Markdown explaining collapsed runs, or ``""`` when none of the comparison frames has one.
+
+    A collapsed run predicts the same output for every test sample (or scores exactly the constant
+    predictor's headline: AUROC 0.5, macro-F1 0). Its difference from the other method is a failed
+    fit, not a measurement of the method, so the tables print "collapsed run" instead of a gain.
+    """
+    dead = []
+    for f in frames:
+        for r in f.itertuples(index=False):
+            name = getattr(r, "test_case", None) or getattr(r, "endpoint", "")
+            if getattr(r, "collapsed_a", 0) or getattr(r, "collapsed_b", 0):
+                dead.append(f"{case_label(name)} ({r.collapsed_a} {a_label}, {r.collapsed_b} {b_label} runs)")
+    if not dead:
+        return ""
+    return ("```{warning}\n**Collapsed runs.** Some runs predict the same output for every test sample "
+            "(or score exactly what a constant predictor scores: AUROC 0.5, macro-F1 0): "
+            + "; ".join(dict.fromkeys(dead)) + ". Such a run has not learned the task, so its difference from the "
+            "other method measures a failed fit, not the method: the tables say *collapsed run* instead of a gain, "
+            "and no verdict counts it as a loss. Typical causes at this scale are a learning rate too high for "
+            "the regulariser's weight α, or a target the OT distance cannot reach.\n```")
+
+
+def claims_figure(claims: pd.DataFrame, *, title: str = ""):
+    """A forest plot of the paper's claims: our gain (95% CI) against the paper's, one row per claim.
+
+    ``claims``: columns ``claim, gain, lo, hi, paper, verdict`` (rows without an interval are drawn
+    as a point; collapsed runs as a grey cross at 0). Marker shape follows the verdict category,
+    so that the reading does not rest on colour alone.
+    """
+    from .report import verdict_category
+
+    n = len(claims)
+    fig, ax = plt.subplots(figsize=(8.5, 0.8 + 0.32 * max(n, 1)))
+    marks = {"detected": "o", "detected (opposite sign)": "v", "ruled out at the paper's size": "s",
+             "inconclusive": "D", "collapsed run": "X"}
+    y = np.arange(n)[::-1]
+    for yi, r in zip(y, claims.itertuples(index=False)):
+        cat = verdict_category(r.verdict)
+        color = {"collapsed run": "#999999"}.get(cat, COLORS["wma"])
+        if cat == "collapsed run":
+            ax.scatter([0], [yi], marker="X", color=color, s=40, zorder=4)
+        else:
+            if r.lo == r.lo and r.hi == r.hi:
+                ax.plot([r.lo, r.hi], [yi, yi], color=color, lw=1.6)
+            ax.scatter([r.gain], [yi], marker=marks[cat], color=color, s=30, zorder=4)
+        if r.paper == r.paper:
+            ax.scatter([r.paper], [yi], marker="x", color=COLORS["paper"], s=36, zorder=5)
+    ax.axvline(0, color="#444", lw=0.8)
+    ax.set_yticks(y, list(claims["claim"]), fontsize=8)
+    ax.set_xlabel("gain of WMA (positive = better; relative for the averages): ours (95% CI) and the paper's (×)")
+    handles = [plt.Line2D([], [], marker=m, ls="", color=COLORS["wma"] if k != "collapsed run" else "#999999", label=k)
+               for k, m in marks.items()] + [plt.Line2D([], [], marker="x", ls="", color="black", label="paper")]
+    ax.legend(handles=handles, fontsize=7, loc="lower right", framealpha=0.9)
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -5,11 +5,16 @@ Everything here reads the records written by :func:`wma_core.train.fit` (directl
 
 - :func:`runs_frame`: one row per (run, split, test case, metric);
 - :func:`comparison`: baseline vs WMA (or min-OT vs WMA) per test case, mean ± 95% CI over
-  seeds, the seed-paired difference and its p-value, next to the paper's Table 1/2 numbers, and
-  whether the paper's claimed gain is distinguishable from seed noise at our scale;
+  seeds, the seed-paired difference, its p-value (Holm-corrected on the secondary cases), our
+  minimum detectable effect and the verdict, next to the paper's Table 1/2 numbers;
+- :func:`endpoints`, :func:`pooled`: the three primary endpoints (normal, mean over noise cases,
+  mean over missing cases; per seed, paired) with :func:`verdict` from a fixed vocabulary, and one
+  effect per endpoint pooled over the datasets;
 - :func:`select`: model selection, the paper's way (lr, α, β chosen on the test split) and the
   clean way (chosen on the dev split only);
-- :func:`grid`: the α × β table of one test case (β-curves, heatmaps).
+- :func:`grid`: the α × β table of one test case (β-curves, heatmaps); :func:`grid_gains`: every
+  cell against all baseline seeds; :func:`selection_table`: the best cell beside the selection null;
+- :func:`is_collapsed`: a run that predicts a constant (reported as "collapsed run", never as a loss).
 
 Signs: every "gain" and "diff" is oriented so that **positive means b is better** (for MAE,
 lower is better, so the gain is ``a - b``).
@@ -745,7 +750,7 @@ def selection_table(runs, datasets, *, test_case: str = "normal", method: str = 
     rows = []
     for ds in datasets:
         m = headline(ds)
-        sub = df[(df["dataset"] == ds) & ((df["method"] == method) | (df["method"] == "baseline"))]
+        sub = df[(df["dataset"] == ds) & (((df["method"] == method) & (df["target"] == "init")) | (df["method"] == "baseline"))]
         if sub.empty:
             continue
         g = grid_gains(sub, ds, test_case=test_case, metric=m)

@@ -33,8 +33,16 @@ prepares the data. A folder needs no network.)
 (``--alpha 0`` is the baseline.) Progress is shown as trials finish; a summary table (mean ± 95%
 CI over seeds of the headline metric per cell) is printed at the end.
 
-Set ``WMA_TRIAL_LOG=path`` to append one line ``start <key> <pid> <time>`` per trial started
-(for tests and audits: a finished trial never starts again).
+A lost node does not lose trials: a trial whose worker, node or result object was lost (Ray's
+system errors, not an exception of the trial itself) is submitted again, up to
+:data:`LOST_RESUBMITS` times, without using up ``max_retries``; the new attempt resumes from the
+trial's ``last.pt`` when the results folder is shared, or returns the stored record when the
+trial had finished before its result was lost. Records are written once per key (atomic
+rename of the same content), so a trial can never be stored twice.
+
+Set ``WMA_TRIAL_LOG=path`` to append one line ``start <key> <pid> <time> <node>`` per trial
+started (``<node>``: the Ray node id, or ``local``; for tests and audits: a finished trial never
+starts again).
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ from .results import ResultsStore, config_key
 from .train import TrainConfig, fit, run_config
 
 TRIAL_LOG_ENV = "WMA_TRIAL_LOG"
+#: How often one trial is submitted again after Ray lost it (worker, node or result object).
+LOST_RESUBMITS = 3
 
 
 class SweepError(RuntimeError):
@@ -76,10 +86,10 @@ def describe(cfg: TrainConfig) -> str:
     return s + (f" target={cfg.target}" if cfg.target != "init" else "")
 
 
-def _log_start(path: str | None, key: str) -> None:
+def _log_start(path: str | None, key: str, node: str = "local") -> None:
     if not path:
         return
-    line = f"start {key} {os.getpid()} {time.time():.3f}\n"
+    line = f"start {key} {os.getpid()} {time.time():.3f} {node}\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line.encode())
@@ -101,7 +111,12 @@ def _trial(cfg: TrainConfig, results: str, threads: int, trial_log: str | None, 
             if not ray.get_gpu_ids() or not torch.cuda.is_available():
                 cfg = dataclasses.replace(cfg, device="cpu")
         cfg = dataclasses.replace(cfg, progress=False)
-        _log_start(trial_log, config_key(run_config(cfg)))
+        node = "local"
+        if in_ray:
+            import ray
+
+            node = ray.get_runtime_context().get_node_id()
+        _log_start(trial_log, config_key(run_config(cfg)), node)
         return fit(cfg, ResultsStore(results))
     finally:
         if not in_ray:  # the local executor runs in the caller's process: leave it as it was
@@ -277,14 +292,27 @@ def _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries
             max_retries=max_retries,
             retry_exceptions=True,
         )
-        pending = {remote.remote(cfg, results, cpus_per_trial, trial_log, True): key for key, cfg in todo.items()}
+        lost_errors = _lost_errors(ray)
+        resubmits = dict.fromkeys(todo, 0)
+
+        def submit(key):
+            pending[remote.remote(todo[key], results, cpus_per_trial, trial_log, True)] = key
+
+        for key in todo:
+            submit(key)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 key = pending.pop(ref)
                 try:
                     rec = ray.get(ref)
-                except Exception as err:  # noqa: BLE001 - RayTaskError, WorkerCrashedError...
+                except lost_errors as err:  # the node, the worker or the result went away: not the trial's fault
+                    if resubmits[key] < LOST_RESUBMITS:
+                        resubmits[key] += 1
+                        submit(key)
+                    else:
+                        failed(key, err)
+                except Exception as err:  # noqa: BLE001 - RayTaskError (the trial raised) ...
                     failed(key, err)
                 else:
                     finished(key, rec)
@@ -297,6 +325,15 @@ def _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries
                     pass
         if started:
             ray.shutdown()
+
+
+def _lost_errors(ray) -> tuple:
+    """Ray's exceptions for work lost with a node or worker process (as opposed to a trial that raised)."""
+    names = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError",
+             "OwnerDiedError", "ObjectReconstructionFailedError", "ObjectFetchTimedOutError")
+    found = tuple(getattr(ray.exceptions, n) for n in names if isinstance(getattr(ray.exceptions, n, None), type))
+    # RayTaskError wraps exceptions raised by the trial; make sure none of those count as lost
+    return tuple(e for e in found if not issubclass(e, ray.exceptions.RayTaskError))
 
 
 # --------------------------------------------------------------------------- command line

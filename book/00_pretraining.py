@@ -1,0 +1,138 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -papermill,-execution
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -papermill,-widgets
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Pretraining the miniature the way ViLT was pretrained
+#
+# The paper fine-tunes a *pretrained* ViLT. Its $D_0$ is the OT distance between the text and
+# image tokens under the pretrained weights, and WMA keeps the fine-tuned model's distance near
+# $\beta \cdot D_0$. A randomly initialised backbone has no alignment to keep: its tokens are
+# nearly random, its $D_0$ is about 0.9 on every dataset, and fine-tuning builds the alignment
+# from scratch. So the embedded default pretrains its tiny ViLT once, with ViLT's three
+# objectives, and every training chapter fine-tunes from that checkpoint.
+#
+# **The corpus.** Label-free image–caption pairs in the layout of COCO captions
+# (`annotations/captions_train2017.json`, `train2017/…jpg`), drawn from the same generative world
+# as the synthetic twins (tiles, the memes' colours, the posters' genre colours, the twins' words)
+# with seeds no twin uses. Captions name what particular tiles show ("a teal circle at the top
+# left", "mostly red and dark tiles"): without such words, word–patch alignment has nothing to
+# align. `python -m data_prep prepare coco_captions` reads it, and would read the real COCO captions
+# the same way.
+#
+# **The objectives** (`wma_core.pretrain`, as in ViLT's code):
+#
+# - masked language modelling: 15 % of the text tokens are hidden (80 % [MASK], 10 % a random
+#   token, 10 % unchanged) and predicted from the text output tokens;
+# - image–text matching: half of each batch gets another sample's image, and a linear head on the
+#   pooled output says matched or not;
+# - word–patch alignment: on that batch, $\ell_{wpa} = (\sum_{matched} D_i - \sum_{mismatched} D_i)/B$
+#   with $D_i$ the OT distance between the image tokens and the text tokens (IPOT, cosine cost),
+#   added with weight 0.1.
+#
+# The checkpoint is saved like `dandelin/vilt-b32-mlm` (model and WordPiece tokenizer with
+# `save_pretrained`), so the training chapters load it through the same code path as the real
+# one, and the twins are tokenised with its tokenizer.
+
+# %% tags=["parameters"]
+scale: str = "default"  # "smoke" | "default": which pretraining configuration (wma_core.pretrain.SCALES)
+seeds: tuple = (0, 1, 2)  # fine-tuning seeds of the pretrained-vs-random comparison
+datasets: tuple = ("hateful_memes", "mmimdb", "ur_funny", "mosei")  # datasets of the D0 and fine-tuning tables
+gap_datasets: tuple = ("hateful_memes", "mmimdb")  # image+text twins on which matched and mismatched pairs are compared
+finetune: bool = True  # run the fine-tuning comparison (records are shared with the other chapters)
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+from wma_core import figures
+from wma_core import pretrain_study as S
+from wma_core.pretrain import read_record
+
+NB = "00_pretraining"
+publish = figures.Publisher(NB)
+folder = S.checkpoint_folder(scale)  # pretrains on first use, then reuses the folder
+record = read_record(folder)
+timing = record["timings"]
+print(f"checkpoint: {folder.name}  ({record['n_params']:,} parameters, {timing['steps']} steps, "
+      f"{timing['train_seconds']:.0f} s of training on {timing['threads']} thread(s), "
+      f"load average then {timing['load_average'][0]:.1f})")
+
+# %% [markdown]
+# ## The three losses
+#
+# Per step, with a running mean. The masked-word loss falls first (word statistics); the matching
+# loss stays at $\ln 2$ until the model starts to compare the caption with the picture, and the
+# alignment loss turns negative as matched pairs move closer than mismatched ones.
+
+# %%
+curves = S.loss_curves(folder)
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+for ax, (k, title) in zip(axes, [("mlm", "masked language modelling"), ("itm", "image-text matching"),
+                                 ("wpa", "word-patch alignment")]):
+    ax.plot(curves.index, curves[k], alpha=0.25, lw=0.8)
+    ax.plot(curves.index, curves[f"{k}_smooth"], lw=1.8)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+axes[0].set_ylabel("loss")
+publish(fig, "pretraining_losses")
+
+# %% [markdown]
+# ## Held-out checks
+#
+# On the corpus' held-out split (val2017), for the checkpoint and for its initial random weights:
+# image–text matching accuracy (half the images swapped), the accuracy of masked colour and
+# shape words predicted with the image and with the image missing (its embedding features set
+# to zero), and the mean alignment distance of matched and mismatched pairs. Grounding shows as
+# the gap between the "with" and "without" rows.
+
+# %%
+held_out = S.held_out_table(folder)
+display(figures.show_table(held_out.reset_index(names="metric"), caption="Held-out metrics (corpus val2017)"))
+
+# %% [markdown]
+# ## Matched and mismatched pairs on the twins
+#
+# On the test split of the Hateful Memes and MM-IMDb twins, tokenised with the checkpoint's
+# tokenizer: the mean OT distance between each text and its own image, and between each text and
+# the next sample's image. Under random weights the two are the same; pretraining opens a gap.
+
+# %%
+gap = S.twin_gap(folder, gap_datasets, scale)
+display(figures.show_table(gap, caption="D(matched), D(mismatched) and their gap"))
+
+# %% [markdown]
+# ## D0 per dataset
+#
+# $D_0$ is what WMA anchors to: the mean distance on the first training batch under the initial
+# weights. UR-FUNNY and MOSEI reuse the pretrained transformer with new projections of their
+# feature sequences, as the paper does with ViLT.
+
+# %%
+d0 = S.d0_table(folder, datasets, scale)
+display(figures.show_table(d0.pivot_table(index=["dataset", "pair"], columns="weights", values="d0").reset_index(),
+                           caption="D0 under pretrained and random weights"))
+
+# %% [markdown]
+# ## Fine-tuning from the checkpoint against random initialisation
+#
+# The baseline (no regulariser) on every twin's normal test, per seed.
+
+# %%
+if finetune:
+    ft = S.finetune_table(datasets, scale, seeds)
+    summary = ft.pivot_table(index=["dataset", "metric"], columns="init", values="value", aggfunc=["mean", "std"])
+    display(figures.show_table(summary.reset_index(), caption=f"Baseline, normal test ({len(seeds)} seeds)"))

@@ -1,0 +1,227 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -papermill,-execution
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -papermill,-widgets
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Summary: what reproduced, and what our experiment can say
+#
+# Every claim of the paper we test, with our verdict, the evidence and the scale it was measured
+# at. The verdicts use one fixed vocabulary, defined before any run was read (the dataset
+# chapters declare the primary endpoints):
+#
+# - **detected**: our 95% interval excludes 0 in the paper's direction (*detected (opposite
+#   sign)*: in the other direction);
+# - **ruled out at the paper's size**: our interval contains 0 and ends before the paper's gain;
+# - **inconclusive**: neither, with the reason, usually that our minimum detectable effect (MDE,
+#   80% power) exceeds the paper's gain;
+# - **collapsed run**: a run predicts one output for every test sample, a failed fit that measures
+#   nothing about the method.
+#
+# This page trains nothing: it reads the runs the chapters stored (same prepared data, same code).
+# A verdict is a statement about *our* experiment at its scale. With the default parameters that
+# is a synthetic twin of each dataset and a miniature ViLT on a CPU, so a verdict there tests the
+# method's mechanics on a task of the same shape, not the paper's numbers.
+
+# %% tags=["parameters"]
+from typing import Optional  # papermill reads Optional[...] annotations (not "X | None")
+
+scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
+data_roots: Optional[dict] = None  # {dataset: raw folder} (needed at scale "paper"); None: the synthetic twins
+model: Optional[str] = None  # None: the profile's; the model the chapters ran (its tokenizer prepared the data)
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from wma_core import figures, paper_grids, report
+from wma_core.experiments import DATASETS, PAPER_SELECTED, get_profile, prepare_data, results_dir
+from wma_core.train import code_digest
+
+NB = "10_summary"
+publish = figures.Publisher(NB)
+profile = get_profile(scale)
+runs = {}
+for ds in DATASETS:
+    data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds), model=model)
+    runs[ds] = report.runs_frame(results_dir(), data_dir=data_dir, code=code_digest())
+scale_text = f"{scale} scale, model {model or profile.model}, {len(profile.seeds)} seeds per method"
+print(scale_text, {ds: r["key"].nunique() for ds, r in runs.items()})
+
+
+# %%
+def wma_of(ds):
+    a, b = PAPER_SELECTED[ds]
+    return {"method": "wma", "alpha": a, "beta": b, "target": "init"}
+
+
+ep1 = {ds: report.endpoints(r, ds, a={"method": "baseline"}, b=wma_of(ds), paper_table=1) for ds, r in runs.items() if len(r)}
+ep2 = {ds: report.endpoints(r, ds, a={"method": "min_ot"}, b=wma_of(ds), paper_table=2) for ds, r in runs.items() if len(r)}
+CHAPTER = {"hateful_memes": "02_hateful_memes", "mmimdb": "03_mmimdb", "ur_funny": "04_ur_funny", "mosei": "05_mosei"}
+
+
+def claim_rows(eps, what):
+    rows = []
+    for ds, ep in eps.items():
+        for r in ep.itertuples(index=False):
+            rows.append({"claim": f"{figures.DATASET_LABELS[ds]}, {r.endpoint}: {what}", "gain": r.diff_mean,
+                         "lo": r.diff_lo, "hi": r.diff_hi, "paper": r.paper_gain, "mde": r.mde, "seeds": r.n_seeds,
+                         "verdict": r.verdict, "evidence": f"{CHAPTER[ds]}: Table {1 if what == 'WMA beats the baseline' else 2}"})
+    return rows
+
+
+t1 = pd.DataFrame(claim_rows(ep1, "WMA beats the baseline"))
+t2 = pd.DataFrame(claim_rows(ep2, "WMA beats minimise-OT"))
+pool = report.pooled(ep1)
+avg = pd.DataFrame([{"claim": f"average relative gain, {r.endpoint} (paper: {r.paper:.1%})", "gain": r.effect, "lo": r.lo,
+                     "hi": r.hi, "paper": r.paper, "mde": r.mde, "seeds": None, "verdict": r.verdict,
+                     "evidence": f"pooled over {r.k} datasets (random effects)" + (f"; left out: {r.left_out}" if r.left_out else "")}
+                    for r in pool.itertuples(index=False)])
+
+# %% [markdown]
+# ## The claims of Table 1: WMA against the baseline
+#
+# Four datasets times three primary endpoints (normal; mean over the noise cases; mean over the
+# missing-modality cases). Gains are seed-paired, positive = WMA better (MOSEI's MAE flipped).
+
+# %%
+def claims_table(df, caption):
+    show = df.assign(**{
+        "ours [95% CI]": [figures._fmt_gain(g, lo, hi) if not str(v).startswith("collapsed") else "collapsed run"
+                          for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
+        "scale": scale_text,
+    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence", "scale"]]
+    show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
+    sty = figures.show_table(show, caption=caption, precision=3)
+    return sty.map(figures._shade_verdict, subset=["verdict"])
+
+
+display(claims_table(t1, "Table 1 claims: WMA vs the baseline, primary endpoints"))
+
+# %% [markdown]
+# Evidence: the Table 1 sections of {doc}`02_hateful_memes`, {doc}`03_mmimdb`,
+# {doc}`04_ur_funny` and {doc}`05_mosei` (tables per endpoint and per test case, and their
+# figures).
+#
+# ## Table 2: WMA beats minimise-OT
+
+# %%
+display(claims_table(t2, "Table 2 claims: WMA vs minimise OT (α = 1, β = 0), primary endpoints"))
+
+# %% [markdown]
+# Evidence: the Table 2 sections of the dataset chapters and {doc}`06_ablation`.
+#
+# ## The headline averages: 0.9%, 2.5% and 2.1%
+#
+# The paper's abstract averages its relative gains over the four datasets: 0.9% on the normal
+# test, 2.5% under modality noise, 2.1% with a missing modality (its Table 1 gives 0.7, 1.3, 1.0
+# and 0.7% on the normal test). We pool our relative gains the same way, weighting each dataset by
+# its precision (random effects); a dataset with a collapsed run is left out and named.
+
+# %%
+display(claims_table(avg, "The paper's headline averages: relative gain of WMA over the baseline, pooled over datasets"))
+
+# %% [markdown]
+# ## Fig. 2: a task-dependent β
+#
+# The paper's Fig. 2 and Tables 3-6 say the best amount of alignment depends on the task (β = 2 on
+# Hateful Memes, β = 0.2 on MM-IMDb). A best cell is only evidence for that if it stands out from
+# what choosing the best of K cells gives when no cell differs (the selection null of
+# {doc}`07_beta_curve`). Our verdict here: *detected* when at least two datasets have a best cell
+# above the null's 95th percentile, at different β; otherwise *inconclusive*.
+
+# %%
+all_runs = pd.concat([r for r in runs.values() if len(r)], ignore_index=True) if any(len(r) for r in runs.values()) else None
+sel = report.selection_table(all_runs, [ds for ds in DATASETS if len(runs[ds])]) if all_runs is not None else pd.DataFrame()
+paper_sum = paper_grids.grid_summary()
+rows = []
+for r in sel.itertuples(index=False):
+    ps = paper_sum[(paper_sum["dataset"] == r.dataset) & (paper_sum["test_case"] == "normal")].iloc[0]
+    rows.append({"dataset": figures.DATASET_LABELS[r.dataset], "our best cell (test)": r.selected_test,
+                 "its gain": r.selected_gain_test, "selection null 95th pct": r.null_q95,
+                 "above the null": bool(r.null_q95 == r.null_q95 and r.selected_gain_test > r.null_q95),
+                 "paper's cell": "α={:g}, β={:g}".format(*PAPER_SELECTED[r.dataset]), "paper's gain": ps["selected_gain"],
+                 "paper: median cell": ps["median_gain"], "paper: cells above baseline": f"{ps['share_above']:.0%}"})
+fig2 = pd.DataFrame(rows)
+standing = fig2[fig2["above the null"]] if len(fig2) else fig2
+betas = {c.split("β=")[-1] for c in standing["our best cell (test)"]} if len(standing) else set()
+if len(fig2) == 0:
+    fig2_verdict = "inconclusive (no grid runs at this scale)"
+elif len(standing) >= 2 and len(betas) >= 2:
+    fig2_verdict = "detected"
+else:
+    fig2_verdict = "inconclusive (best-of-K gains within the selection null)"
+if len(fig2):
+    display(figures.show_table(fig2, caption="Fig. 2: the best cell of each grid against the selection null, ours and the paper's"))
+glue("fig2_verdict", fig2_verdict, display=False)
+
+# %% [markdown]
+# Verdict on the task-dependent β: **{glue:text}`fig2_verdict`**. The paper's own grids already
+# temper the claim: on Hateful Memes' normal test only 18% of its 56 cells beat its baseline and
+# the median cell is 0.005 below it (the paper's-grid section of {doc}`07_beta_curve`).
+#
+# ## All claims at a glance
+
+# %% tags=["hide-input", "remove-output"]
+every = pd.concat([t1, t2, avg], ignore_index=True)
+every = every[every["verdict"].notna()]
+publish(figures.claims_figure(every, title="Every claim: our gain (95% CI) and the paper's"), "fig_claims")
+first_word = every["verdict"].map(report.verdict_category).str.split(" ").str[0]  # detected (either sign), ruled, ...
+for w in ("detected", "ruled", "inconclusive", "collapsed"):
+    glue("n_" + w, str(int((first_word == w).sum())), display=False)
+glue("n_claims", str(len(every) + 1), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig_claims
+# :name: fig-summary-claims
+#
+# Every claim of Tables 1 and 2 and the headline averages: our gain with its 95% interval (marker
+# shape = verdict) and the paper's gain (black ×).
+# ```
+#
+# Of the {glue:text}`n_claims` claims (counting Fig. 2), verdicts on the primary endpoints and
+# averages: {glue:text}`n_detected` detected (in either direction), {glue:text}`n_ruled` ruled out
+# at the paper's size, {glue:text}`n_inconclusive` inconclusive and {glue:text}`n_collapsed`
+# collapsed.
+#
+# ## What was easy and what was hard to reproduce
+#
+# Easy:
+#
+# - **The method is short.** Eq. 9 is a squared distance between a batch's OT distances and a
+#   fixed target, with IPOT as in ViLT's own word-patch alignment: a few dozen lines on top of a
+#   ViLT fine-tuning loop ({doc}`01_method`).
+# - **The paper prints its whole search.** Tables 3-6 give every grid cell, so the selection can
+#   be analysed without training anything ({doc}`07_beta_curve`).
+#
+# Hard:
+#
+# - **No code released.** Every detail the text leaves open (which tokens enter the OT, the
+#   argument order of IPOT, where a missing modality is zeroed, how noise is added) had to be
+#   decided; the decisions are in {doc}`01_method` and the design brief.
+# - **Eq. 9 against the text.** The text says the target is β times the mean D of the first batch
+#   at initialisation; Eq. 9, read literally, uses the current batch. We default to the text and
+#   compare both in {doc}`06_ablation`.
+# - **Unreachable β values.** The cosine cost lies in [0, 2], so a target β·D0 above 2 cannot be
+#   reached; several of the paper's grid cells (β up to 10) ask for that. Such cells are flagged
+#   in {doc}`07_beta_curve`.
+# - **Swapped columns.** MOSEI's Table 1 WMA row prints the selected Table 6 cell with its
+#   text-missing and video-missing values swapped; those two cases are left out of the grid
+#   analysis (the mean over missing cases is unaffected).
+# - **25 vs 23 MM-IMDb genres.** The paper says 25 genres; every public code base keeps 23. We use
+#   23 and make the genre set a parameter ({doc}`03_mmimdb`).
+# - **Selection on the test set.** The reported (α, β) is the best cell of the test-set grid, and
+#   one seed per cell: the selection null shows how much of such a gain selection alone explains.

@@ -1,0 +1,99 @@
+"""Tests of wma_core.calibrate: the paper's drops, the choice of amplitude, the calibration file,
+the first-step ratio of the regulariser to the task loss, and how the profiles read the file.
+
+References: the paper's Table 1 as printed (values typed here), numpy computations in the test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from wma_core import calibrate as C
+from wma_core.experiments import PROFILES, noise_settings
+
+
+def test_paper_drops_from_table_1():
+    # Table 1, baseline rows, typed from the paper: normal minus noise (MAE: noise minus normal)
+    assert C.paper_drops("hateful_memes") == pytest.approx({"text": 0.736 - 0.711, "image": 0.736 - 0.571})
+    assert C.paper_drops("mmimdb") == pytest.approx({"text": 0.551 - 0.486, "image": 0.551 - 0.243})
+    assert C.paper_drops("ur_funny") == pytest.approx({"text": 0.704 - 0.612, "video": 0.704 - 0.620, "audio": 0.704 - 0.680})
+    assert C.paper_drops("mosei") == pytest.approx({"text": 0.814 - 0.807, "video": 0.817 - 0.807, "audio": 0.0}, abs=1e-9)
+
+
+def test_choose_closest_mean_drop():
+    amps = (0.5, 1.0, 2.0)
+    seeds = [{0.5: 0.00, 1.0: 0.04, 2.0: 0.20}, {0.5: 0.02, 1.0: 0.08, 2.0: 0.10}]  # means 0.01, 0.06, 0.15
+    assert C.choose(seeds, 0.05, amps) == (1.0, pytest.approx(0.06))
+    assert C.choose(seeds, 0.2, amps) == (2.0, pytest.approx(0.15))
+    assert C.choose(seeds, -1.0, amps)[0] == 0.5
+    # equally close: the smaller amplitude
+    assert C.choose([{0.5: 0.0, 1.0: 0.2}], 0.1, (0.5, 1.0))[0] == 0.5
+
+
+def test_load_calibration_rejects_bad_files(tmp_path):
+    p = tmp_path / "cal.json"
+    with pytest.raises(FileNotFoundError, match="python -m wma_core.calibrate"):
+        C.load_calibration(p)
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="cal.json: not valid JSON"):
+        C.load_calibration(p)
+    p.write_text(json.dumps({"mode": "symmetric", "datasets": {}}))
+    with pytest.raises(ValueError, match="mode 'relative'"):
+        C.load_calibration(p)
+    p.write_text(json.dumps({"mode": "relative", "datasets": {"mosei": {"text": {"amplitude": -1}}}}))
+    with pytest.raises(ValueError, match=r"datasets\.mosei\.text\.amplitude"):
+        C.load_calibration(p)
+    p.write_text(json.dumps({"mode": "relative", "datasets": {"mosei": {"text": {"amplitude": 0.5}}}}))
+    with pytest.raises(KeyError, match="no calibrated amplitude for mosei"):
+        C.calibrated_amplitudes("mosei", p)
+    with pytest.raises(KeyError, match="no calibrated amplitude for ur_funny"):
+        C.calibrated_amplitudes("ur_funny", p)
+
+
+def test_first_step_ratio_closed_form():
+    """R(α, β)/L from (D0, var) equals α · sum_pairs mean_i (D_i − β·D0)^2 / L computed directly."""
+    from wma_core.losses import WMAConfig, WMARegulariser
+
+    rng = np.random.default_rng(0)
+    D = {"text-video": rng.uniform(0.3, 0.9, 32), "text-audio": rng.uniform(0.1, 0.5, 32)}
+    L = 0.69
+    terms = {"task_loss": L, "pairs": {k: {"d0": float(d.mean()), "var": float(d.var())} for k, d in D.items()}}
+    for alpha, beta in [(1.0, 0.0), (6.0, 0.2), (0.5, 2.0)]:
+        direct = alpha * sum(np.mean((d - beta * d.mean()) ** 2) for d in D.values()) / L
+        assert C.first_step_ratio(terms, alpha, beta) == pytest.approx(direct, rel=1e-9)
+        # and what training's regulariser computes on that batch
+        dist = {k: (torch.tensor(d, dtype=torch.float64), torch.ones(len(d), dtype=torch.bool)) for k, d in D.items()}
+        reg = WMARegulariser(WMAConfig(alpha=alpha, beta=beta), [k.split("-") for k in D])
+        reg.calibrate(dist)
+        assert float(reg(dist)[0]) / L == pytest.approx(direct, rel=1e-6)
+
+
+def test_profiles_noise_settings():
+    paper = noise_settings("hateful_memes", "paper")
+    assert paper == {"noise_mode": "symmetric", "amplitude": 3.0}  # the paper's U(±3)
+    assert PROFILES["paper"].noise_calibration is None
+    default = noise_settings("ur_funny", "default")
+    assert default["noise_mode"] == "relative"
+    assert set(default["amplitude"]) == {"text", "video", "audio"}
+    cal = C.load_calibration()
+    assert default["amplitude"] == {m: cal["datasets"]["ur_funny"][m]["amplitude"] for m in ("text", "video", "audio")}
+
+
+def test_calibration_file_records_what_the_book_needs():
+    cal = C.load_calibration()
+    for key in ("backbone", "date", "seeds", "split", "min_drop", "amplitudes_tried"):
+        assert key in cal
+    assert cal["split"] == "dev"
+    for ds, mods in cal["datasets"].items():
+        assert set(mods) == set(C.MODALITIES[ds])
+        for m, e in mods.items():
+            assert e["paper_drop"] == pytest.approx(C.paper_drops(ds)[m], abs=1e-6)
+            assert e["target_drop"] == pytest.approx(max(e["paper_drop"], cal["min_drop"]), abs=1e-6)
+            assert e["amplitude"] in cal["amplitudes_tried"]
+            # the chosen amplitude is the one whose recorded drop is closest to the target
+            per = {float(a): d for a, d in e["dev_drop_per_amplitude"].items()}
+            assert abs(per[e["amplitude"]] - e["target_drop"]) == pytest.approx(min(abs(d - e["target_drop"]) for d in per.values()))

@@ -1,0 +1,135 @@
+"""What pretraining buys: the study helpers of the pretraining chapter.
+
+- :func:`loss_curves`: the three pretraining losses per step (from ``pretrain.json``);
+- :func:`held_out_table`: held-out ITM accuracy, masked colour/shape-word accuracy with and
+  without the image, WPA distance of matched and mismatched pairs, pretrained vs random weights;
+- :func:`twin_gap`: mean D(mismatched) - D(matched) on a twin's test split, pretrained vs random
+  weights of the same configuration (D = ``ot_distance(image, text)``, ViLT's order);
+- :func:`d0_table`: D0 (mean D on the first training batch under the initial weights) per dataset;
+- :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import pretrain as PT
+from .ot import ot_distance
+
+
+def loss_curves(folder, window: int = 20) -> pd.DataFrame:
+    """Per-step losses (``mlm``, ``itm``, ``wpa``, ``itm_acc``) and their running means."""
+    steps = pd.DataFrame(PT.read_record(folder)["history"]["steps"])
+    steps.index.name = "step"
+    for k in ("mlm", "itm", "wpa", "itm_acc"):
+        steps[f"{k}_smooth"] = steps[k].rolling(window, min_periods=1).mean()
+    return steps
+
+
+def held_out_table(folder) -> pd.DataFrame:
+    """Held-out metrics of the checkpoint and of its initial (random) weights."""
+    rec = PT.read_record(folder)
+    rows = {k: {"pretrained": v, "random init": rec["random_init_metrics"][k]}
+            for k, v in rec["metrics"].items() if not k.startswith("n_")}
+    return pd.DataFrame(rows).T
+
+
+def random_like(folder, seed: int = 0):
+    """A backbone with the folder's configuration and random weights (the same init as ``tiny``)."""
+    from transformers import ViltConfig, ViltModel
+
+    from .model import WMAVilt
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return WMAVilt(ViltModel(ViltConfig.from_pretrained(folder)))
+
+
+@torch.no_grad()
+def pair_gap(backbone, data_dir, split: str = "test", batch_size: int = 64, max_batches: int | None = 8) -> dict:
+    """Mean D of matched pairs and of mismatched ones (each text with the next sample's image)."""
+    from data_prep.dataset import PreparedDataset, make_loader
+
+    backbone.eval()
+    loader = make_loader(PreparedDataset(data_dir, split), batch_size)
+    pos, neg = [], []
+    for k, b in enumerate(loader):
+        if max_batches is not None and k >= max_batches:
+            break
+        for shift, acc in ((0, pos), (1, neg)):
+            out = backbone(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                           pixel_values=b["pixel_values"].roll(shift, 0), pixel_mask=b["pixel_mask"].roll(shift, 0))
+            acc += ot_distance(out.tokens["image"], out.tokens["text"], out.token_masks["image"],
+                               out.token_masks["text"]).tolist()
+    return {"d_matched": float(np.mean(pos)), "d_mismatched": float(np.mean(neg)),
+            "gap": float(np.mean(neg) - np.mean(pos)), "n": len(pos)}
+
+
+def twin_gap(folder, datasets=("hateful_memes", "mmimdb"), scale: str = "default") -> pd.DataFrame:
+    """D(mismatched) - D(matched) on twins prepared with the checkpoint's tokenizer."""
+    from .experiments import prepare_data
+    from .model import load_vilt
+
+    rows = []
+    for ds in datasets:
+        data_dir = prepare_data(ds, scale, model=str(folder))
+        for name, model in (("pretrained", load_vilt(str(folder))), ("random init", random_like(folder))):
+            rows.append({"dataset": ds, "weights": name, **pair_gap(model, data_dir)})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def d0_table(folder, datasets, scale: str = "default", seed: int = 0) -> pd.DataFrame:
+    """D0 per dataset and modality pair under the checkpoint and under random initialisation
+    (``"tiny"``: the same architecture, each model on data prepared with its own tokenizer)."""
+    from data_prep.dataset import PreparedDataset, make_loader, task_info
+
+    from .experiments import prepare_data, run_configs
+    from .losses import modality_pairs, pair_distances
+    from .train import build_model
+
+    rows = []
+    for ds in datasets:
+        for name, model in (("pretrained", str(folder)), ("random init", "tiny")):
+            data_dir = prepare_data(ds, scale, model=model)
+            cfg = run_configs(ds, data_dir, scale, seeds=(seed,), model=model)[0]
+            train = PreparedDataset(data_dir, "train")
+            task = task_info(train.manifest)
+            feature_len = train.arrays[task.modalities[0]].shape[1] if task.feature_dims else 0
+            net = build_model(task, cfg, feature_len).eval()
+            batch = next(iter(make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0)))
+            _, out = net(batch)
+            for pair, (D, valid) in pair_distances(out, modality_pairs(net.modalities)).items():
+                rows.append({"dataset": ds, "weights": name, "pair": pair, "d0": float(D[valid].mean())})
+    return pd.DataFrame(rows)
+
+
+def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), store=None) -> pd.DataFrame:
+    """The baseline (α = 0) fine-tuned from the checkpoint and from random initialisation: the
+    headline metric on the normal test, per dataset and seed (records reused from the store)."""
+    from .experiments import prepare_data, results_dir, run_configs
+    from .results import ResultsStore
+    from .train import fit
+
+    store = store or ResultsStore(results_dir())
+    rows = []
+    for ds in datasets:
+        for name, model in (("pretrained", "pretrained"), ("random init", "tiny")):
+            data_dir = prepare_data(ds, scale, model=model)
+            for cfg in run_configs(ds, data_dir, scale, seeds=seeds, model=model):
+                rec = fit(cfg, store)
+                metric = rec["headline_metric"]
+                rows.append({"dataset": ds, "init": name, "seed": cfg.seed, "metric": metric,
+                             "value": rec["metrics"]["normal"][metric]})
+    return pd.DataFrame(rows)
+
+
+def checkpoint_folder(scale: str) -> Path:
+    """The pretrained checkpoint of ``scale`` (built on first use; see ``experiments.resolve_model``)."""
+    from .experiments import resolve_model
+
+    return Path(resolve_model("pretrained", scale))
