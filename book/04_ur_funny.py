@@ -26,7 +26,9 @@
 # normal test and its largest gain, +0.043, with the video features noised.
 #
 # This chapter trains three methods with several seeds, tests every run on every test case
-# (normal; uniform noise of amplitude 3 on one modality's embedding features; one modality's
+# (normal; uniform noise on one modality's embedding features, U(±3) at the paper's scale and, in
+# the embedded default, a multiple of those features' own RMS calibrated so that the baseline
+# loses about what the paper's baseline loses; one modality's
 # embedding features zeroed for 50% of the test samples) and puts the dataset's rows of the
 # paper's Tables 1 and 2 beside ours:
 #

@@ -96,7 +96,9 @@ publish(figures.d_vs_beta(records, title="Mean test OT distance / D0 against β 
 # :name: fig-explorer-d-vs-beta
 #
 # Mean OT distance on the unperturbed test set relative to D0, per dataset, against β, one line
-# per α. Dashed: WMA's target β·D0; grey: the baseline; β = 0 is minimise-OT.
+# per α (marker and line style differ by α). Dotted: WMA's target β·D0; grey: the baseline;
+# β = 0 is minimise-OT. The runs are those of the table below, which gives each run's key in the
+# results store.
 # ```
 #
 # The same numbers per run, with each run's headline metric on the unperturbed test set:

@@ -247,7 +247,7 @@ class Watchdog(threading.Thread):
         pid = getattr(getattr(prov, "process", None), "pid", None) or getattr(prov, "pid", None)
         if pid:
             try:
-                pass
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 

@@ -74,7 +74,7 @@ MUTANTS = [
            ("tests/test_losses.py", TT)),
     Mutant("regulariser_sign_flipped", "training loss = task - regulariser", "wma_core.train",
            (("loss = loss + loss_reg", "loss = loss - loss_reg"),),
-           (TT, TB), k="toward or beta"),
+           (TB, TT), k="beta or toward"),
     Mutant("z_instead_of_t", "confidence interval with the normal quantile instead of Student's t",
            "wma_core.stats",
            (("_st.t.ppf((1 + confidence) / 2, n - 1)", "_st.norm.ppf((1 + confidence) / 2)"),),
@@ -97,7 +97,7 @@ MUTANTS = [
            (TB,), k="missing_feature"),
     Mutant("scheduler_not_restored", "resume: the LR scheduler's state is not restored", "wma_core.train",
            (("sched.load_state_dict(ck[\"sched\"])", "pass"),),
-           (TT,), k="resume"),
+           (TB, TT), k="resume"),
     Mutant("d0_after_update", "D0 measured after one optimiser step", "wma_core.train",
            (("        first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)\n",
              "        first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)\n"

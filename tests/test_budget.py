@@ -52,14 +52,23 @@ def test_record_accounts_for_its_time_samples_and_flops(hm_dir, tmp_path):
     n_cases = len(rec["metrics"])  # normal + noise and missing per modality
     assert n_cases == 5
     assert t["eval_samples"] == 2 * n_dev + n_cases * n_test + n_dev  # per-epoch dev, test cases, best-epoch dev
-    model = T.build_model(__import__("data_prep.dataset", fromlist=["task_info"]).task_info(
-        json.loads((hm_dir / "manifest.json").read_text())), cfg)
+    from data_prep.dataset import PreparedDataset, make_loader, task_info
+
+    model = T.build_model(task_info(json.loads((hm_dir / "manifest.json").read_text())), cfg)
     n_dense = _dense_params(model)
-    tokens = t["tokens"]
-    max_text = json.loads((hm_dir / "manifest.json").read_text())["max_text_len"]
-    assert tokens == max_text + 1 + (32 // 16) ** 2  # padded text (its CLS included), image CLS + 2 x 2 patches
-    assert t["train_flops"] == 6 * n_dense * tokens * t["train_samples"]
-    assert t["eval_flops"] == 2 * n_dense * tokens * t["eval_samples"]
+    patches = 1 + (32 // 16) ** 2  # image CLS + 2 x 2 patches
+
+    def tokens(loader):  # samples x sequence length, summed over the batches (text padded per batch)
+        return sum(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + patches) for b in loader)
+
+    train_ds = PreparedDataset(hm_dir, "train")
+    train_tokens = sum(tokens(make_loader(train_ds, 16, shuffle=True, seed=0, epoch=e)) for e in range(2))
+    dev_tokens = tokens(make_loader(PreparedDataset(hm_dir, "dev"), 32))
+    test_tokens = tokens(make_loader(PreparedDataset(hm_dir, "test"), 32))
+    assert t["train_tokens"] == train_tokens
+    assert t["eval_tokens"] == 3 * dev_tokens + n_cases * test_tokens
+    assert t["train_flops"] == 6 * n_dense * train_tokens
+    assert t["eval_flops"] == 2 * n_dense * t["eval_tokens"]
     assert 0 < t["train_seconds"] and 0 < t["dev_eval_seconds"] and 0 < t["test_seconds"]
     assert t["train_samples_per_second"] == pytest.approx(t["train_samples"] / t["train_seconds"])
     assert t["eval_samples_per_second"] == pytest.approx(t["eval_samples"] / (t["dev_eval_seconds"] + t["test_seconds"]))

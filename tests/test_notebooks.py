@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 SOURCES = sorted(BOOK.glob("[0-9][0-9]_*.py"))
 DATASET_NOTEBOOKS = {"02_hateful_memes": "hateful_memes", "03_mmimdb": "mmimdb", "04_ur_funny": "ur_funny", "05_mosei": "mosei"}
-EXPECTED = ["01_method", "02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve",
-            "08_ot_explorer", "09_performance"]
+EXPECTED = ["00_pretraining", "01_method", "02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve",
+            "08_ot_explorer", "09_performance", "10_summary"]
 FILTERED_CELL_METADATA = {"papermill", "execution", "ExecuteTime", "collapsed", "scrolled"}
 
 

@@ -43,10 +43,10 @@ BLOCK_NETWORK = textwrap.dedent('''
     import importlib.machinery, importlib.util, os, socket, sys
 
     _LOG = os.environ.get("WMA_NET_LOG")
-    _LOCAL = ("localhost", "127.", "::1", "0.0.0.0", "")
+    _LOCAL = ("localhost", "127.", "::1", "0.0.0.0")
 
     def _local(host):
-        return host is None or str(host).startswith(_LOCAL)
+        return host is None or host in ("", b"") or str(host).startswith(_LOCAL)
 
     def _record(what):
         if _LOG:

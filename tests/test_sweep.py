@@ -10,8 +10,13 @@
   one record per trial, none lost, records that existed before the kill untouched, and — from
   the ``WMA_TRIAL_LOG`` start log — no trial finished before the kill started again.
 
-Training starts are counted with ``WMA_TRIAL_LOG`` (one ``start <key> <pid> <time>`` line per
-trial started, written by the trial wrapper inside the worker).
+- A lost node: a real two-node Ray cluster on this machine (``ray.cluster_utils.Cluster``),
+  trials on both nodes, the worker node killed while a trial trains there. Checked: the sweep
+  finishes with every record, each stored once, and only the trials lost with the node start
+  again (once, on the surviving node).
+
+Training starts are counted with ``WMA_TRIAL_LOG`` (one ``start <key> <pid> <time> <node>`` line
+per trial started, written by the trial wrapper inside the worker).
 """
 
 from __future__ import annotations
@@ -282,6 +287,7 @@ def test_sweep_survives_losing_a_node(data_home, tmp_path, monkeypatch, ray_tmpd
     assert len(set(expected)) == 6
     results = tmp_path / "results"
 
+    os.makedirs(os.path.join(ray_tmpdir, "ray"), exist_ok=True)  # where the Cluster writes its address file
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": ray_tmpdir})
     try:
         worker = cluster.add_node(num_cpus=1)

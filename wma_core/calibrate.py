@@ -175,13 +175,35 @@ def _trained_baseline(cfg, store: ResultsStore):
     return rec, model.eval(), task
 
 
-def dev_drops(model, task, rec, cfg, amplitudes=AMPLITUDES) -> dict:
-    """``{modality: {a: s * (dev normal - dev noise at a)}}`` and the normal dev metric, for one model."""
+def _calibration_baseline(cfg, store: ResultsStore):
+    """The calibration's own trained baseline for ``cfg`` (the newest record with the same
+    configuration up to the code digest, whose best checkpoint is kept), loaded; never retrains."""
+    from data_prep.dataset import PreparedDataset, task_info
+
+    want = run_config(dataclasses.replace(cfg, keep_best=True))
+    fields = [k for k in want if k != "code"]
+    found = [r for r in store.records() if all(r["config"].get(k, want[k]) == want[k] for k in fields)
+             and (store.run_dir(r["key"]) / "best.pt").exists()]
+    if not found:
+        raise FileNotFoundError(
+            f"{store.root}: no calibration baseline with a kept checkpoint for {cfg.dataset} seed {cfg.seed}; "
+            "run `python -m wma_core.calibrate` first")
+    rec = max(found, key=lambda r: (store.path(r["key"])).stat().st_mtime)
+    train_ds = PreparedDataset(cfg.data_dir, "train")
+    task = task_info(train_ds.manifest)
+    feature_len = train_ds.arrays[task.modalities[0]].shape[1] if task.feature_dims else 0
+    model = build_model(task, cfg, feature_len).to(resolve_device(cfg.device))
+    model.load_state_dict(checkpoint.load(store.run_dir(rec["key"]) / "best.pt"))
+    return rec, model.eval(), task
+
+
+def dev_drops(model, task, rec, cfg, amplitudes=AMPLITUDES, split: str = "dev") -> dict:
+    """``{modality: {a: s * (normal - noise at a)}}`` and the normal metric on ``split``, for one model."""
     from data_prep.dataset import PreparedDataset, make_loader
     from .report import greater_is_better
 
     device = resolve_device(cfg.device)
-    dev_ds = PreparedDataset(cfg.data_dir, "dev")
+    dev_ds = PreparedDataset(cfg.data_dir, split)
     loader = make_loader(dev_ds, cfg.eval_batch_size)
     metric = rec["headline_metric"]
     s = 1.0 if greater_is_better(metric) else -1.0
@@ -189,7 +211,7 @@ def dev_drops(model, task, rec, cfg, amplitudes=AMPLITUDES) -> dict:
     out = {"normal": normal, "drops": {}}
     for m in task.modalities:
         out["drops"][m] = {}
-        for a in amplitudes:
+        for a in (amplitudes[m] if isinstance(amplitudes, dict) else amplitudes):
             p = P.Perturbation(kind="noise", modality=m, amplitude=float(a), mode="relative",
                                scale=float(rec["embedding_rms"][m]), seed=cfg.perturb_seed).for_split(len(dev_ds))
             noisy = evaluate(model, loader, task.kind, perturbation=p, device=device, ot_iters=1)["metrics"][metric]
@@ -285,6 +307,69 @@ def calibrate(datasets=DATASETS, scale: str = "default", *, seeds=(0, 1), model:
     return cal
 
 
+def check_on_test(out: str | Path | None = None, datasets=None, *, progress: bool = True) -> dict:
+    """The baselines of the calibration, tested once at the chosen amplitudes: adds ``test_drop``
+    (mean over the calibration's seeds) and ``test_drop_per_seed`` to every (dataset, modality) of
+    the file. This is a check, never an input to the choice (made on dev only)."""
+    out = Path(out) if out is not None else CALIBRATION_PATH
+    cal = load_calibration(out)
+    store = ResultsStore(data_home() / "calibration")
+    model = cal["backbone"]
+    for ds in datasets or list(cal["datasets"]):
+        kw = {"model": model} if model != get_profile(cal["scale"]).model else {}
+        cfgs = run_configs(ds, prepare_data(ds, cal["scale"], **kw), cal["scale"], alphas=(0.0,), seeds=cal["seeds"],
+                           epochs=cal.get("dev_normal", {}).get(ds, {}).get("epochs"), noise_mode="relative", amplitude=1.0, **kw)
+        amps = {m: [e["amplitude"]] for m, e in cal["datasets"][ds].items()}
+        per_seed = []
+        for cfg in cfgs:
+            rec, net, task = _calibration_baseline(cfg, store)
+            per_seed.append(dev_drops(net, task, rec, cfg, amps, split="test"))
+        for m, e in cal["datasets"][ds].items():
+            vals = [d["drops"][m][e["amplitude"]] for d in per_seed]
+            e["test_drop"] = round(float(np.mean(vals)), 6)
+            e["test_drop_per_seed"] = [round(float(v), 6) for v in vals]
+        if progress:
+            print(f"[calibrate] {ds} test drops: { {m: e['test_drop'] for m, e in cal['datasets'][ds].items()} }", flush=True)
+        atomic_write_json(out, cal)
+    return cal
+
+
+def transfer(out: str | Path | None, source: str, target: str, reason: str) -> dict:
+    """Give ``target`` the amplitudes calibrated on ``source`` (same modalities), marked
+    ``"calibrated": false`` with the reason, when ``target``'s own calibration could not be made."""
+    out = Path(out) if out is not None else CALIBRATION_PATH
+    cal = load_calibration(out)
+    if MODALITIES[source] != MODALITIES[target]:
+        raise ValueError(f"{source} and {target} have different modalities: {MODALITIES[source]} vs {MODALITIES[target]}")
+    paper = paper_drops(target)
+    own = cal["datasets"].get(target, {})
+    cal["datasets"][target] = {
+        m: {"amplitude": cal["datasets"][source][m]["amplitude"], "calibrated": False, "transferred_from": source,
+            "reason": reason, "paper_drop": paper[m], "target_drop": round(max(paper[m], MIN_DROP), 6),
+            "dev_drop": own.get(m, {}).get("dev_drop", float("nan")),
+            "embedding_rms": own.get(m, {}).get("embedding_rms", [])}
+        for m in MODALITIES[target]
+    }
+    atomic_write_json(out, cal)
+    return cal
+
+
+def merge(files, out: str | Path | None = None) -> dict:
+    """Merge calibration files made in parallel (one per dataset, same backbone and scale) into ``out``."""
+    cals = [load_calibration(f) for f in files]
+    ids = {(c["backbone"], c["scale"], c["mode"]) for c in cals}
+    if len(ids) != 1:
+        raise ValueError(f"cannot merge calibrations of different backbones/scales: {sorted(ids)}")
+    cal = dict(cals[0])
+    for c in cals[1:]:
+        for part in ("datasets", "d0", "first_step", "dev_normal", "backbone_folder"):
+            cal[part] = {**cal.get(part, {}), **c.get(part, {})}
+        cal["seeds"] = sorted(set(cal["seeds"]) | set(c["seeds"]))
+        cal["date"] = max(cal["date"], c["date"])
+    atomic_write_json(Path(out) if out is not None else CALIBRATION_PATH, cal)
+    return cal
+
+
 def summary_frame(cal: dict | None = None):
     """One row per (dataset, modality): amplitude, our dev drop, the paper's drop, the target."""
     import pandas as pd
@@ -294,7 +379,9 @@ def summary_frame(cal: dict | None = None):
     for ds, mods in cal["datasets"].items():
         for m, e in mods.items():
             rows.append({"dataset": ds, "modality": m, "amplitude": e["amplitude"], "dev drop": e["dev_drop"],
-                         "paper drop": e["paper_drop"], "target drop": e["target_drop"]})
+                         "test drop": e.get("test_drop", float("nan")), "paper drop": e["paper_drop"],
+                         "target drop": e["target_drop"],
+                         "calibrated": "yes" if e.get("calibrated", True) else f"no: {e.get('transferred_from')}'s"})
     return pd.DataFrame(rows)
 
 
@@ -314,8 +401,8 @@ def alpha_mapping_frame(cal: dict | None = None, alphas=None, betas=None):
         row = {"dataset": ds, "task loss L": terms["task_loss"],
                "D0": ", ".join(f"{t['d0']:.3f}" for t in terms["pairs"].values()),
                "paper's (α, β)": f"{pa:g}, {pb:g}", "R/L at the paper's (α, β)": first_step_ratio(terms, pa, pb)}
-        for a in (0.1, 0.2, 1.0, 5.0):
-            row[f"R/L, α={a:g}, β={pb:g}"] = first_step_ratio(terms, a, pb)
+        for a in (0.1, 0.2, 1.0, 5.0):  # the paper's α grid, at the paper's β for this dataset
+            row[f"R/L, α={a:g}, paper's β"] = first_step_ratio(terms, a, pb)
         for a in alphas:
             r = [first_step_ratio(terms, a, b) for b in betas]
             row[f"R/L ours α={a:g} (β {min(betas):g}..{max(betas):g})"] = f"{min(r):.3f}..{max(r):.3f}"
@@ -347,7 +434,18 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="training epochs of the baselines (default: the profile's)")
     ap.add_argument("--first-step-only", action="store_true",
                     help="only re-measure the regulariser / task-loss terms at the first step (no training)")
+    ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge these calibration files into --out and stop")
+    ap.add_argument("--check-test", action="store_true",
+                    help="test the calibration's baselines at the chosen amplitudes (adds test_drop) and stop")
     args = ap.parse_args(argv)
+    if args.check_test:
+        cal = check_on_test(args.out, None if args.datasets == list(DATASETS) else args.datasets)
+        print(summary_frame(cal).to_string(index=False))
+        return 0
+    if args.merge:
+        cal = merge(args.merge, args.out)
+        print(summary_frame(cal).to_string(index=False))
+        return 0
     if args.first_step_only:
         cal = measure_first_step(args.datasets, args.scale, model=args.model, out=args.out)
         print(alpha_mapping_frame(cal).to_string(index=False))

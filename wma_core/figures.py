@@ -920,7 +920,8 @@ def explorer_panels(record: dict, baseline: dict | None = None, *, title: str = 
     ax3.set_title("test metric per test case", fontsize=12)
     ax3.legend(fontsize=11)
     ax3.grid(axis="y", alpha=0.3)
-    fig.suptitle(title or f"{DATASET_LABELS.get(c['dataset'], c['dataset'])}: {_label(record)}, seed {c['seed']}")
+    key = f", run {record['key']}" if record.get("key") else ""
+    fig.suptitle(title or f"{DATASET_LABELS.get(c['dataset'], c['dataset'])}: {_label(record)}, seed {c['seed']}{key}")
     fig.tight_layout()
     return fig
 
@@ -945,7 +946,7 @@ def distance_table(records) -> pd.DataFrame:
             "mean test D": float(np.mean([np.mean(r["distances"]["normal"][p]) for p in pairs])),
             "D / D0": d_ratio(r), "target D / D0": c["beta"] if c["alpha"] > 0 and c.get("target", "init") == "init" else np.nan,
             "target β·D0": target_text(r),
-            "metric": m, "test (normal)": r["metrics"]["normal"].get(m, np.nan),
+            "metric": m, "test (normal)": r["metrics"]["normal"].get(m, np.nan), "key": r.get("key", ""),
         })
     return pd.DataFrame(rows)
 

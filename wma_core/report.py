@@ -771,5 +771,6 @@ def selection_table(runs, datasets, *, test_case: str = "normal", method: str = 
             "selected_dev": "" if i_dev is None else f"α={g['alpha'].iloc[i_dev]:g}, β={g['beta'].iloc[i_dev]:g}",
             "selected_gain_dev": float("nan") if i_dev is None else float(g["gain"].iloc[i_dev]),
             "null_mean": null["mean"], "null_q95": null["q95"], "collapsed_cells": int(g["collapsed"].sum()),
+            "baseline_collapsed": bool(base["collapsed"]),
         })
     return pd.DataFrame(rows)

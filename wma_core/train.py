@@ -200,6 +200,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+#: the work counters a run keeps in its training state (and so across a resume)
+_NO_COUNTS = {"steps": 0, "train_samples": 0, "train_tokens": 0, "eval_seconds": 0.0, "eval_samples": 0, "eval_tokens": 0}
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with :func:`param_groups`; the fused (one kernel for all parameters) update on CPU
     and CUDA, which gives the same step as the per-parameter loop to float rounding and on the
@@ -210,10 +214,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
 
 
 def model_flops_per_sample(model: nn.Module, tokens: int, *, backward: bool = True) -> int:
-    """Dense FLOP estimate per sample: ``6 N T`` for a training step (forward + backward),
-    ``2 N T`` for a forward pass, with ``N`` the parameters outside embedding tables and
-    position / CLS rows and ``T`` the sequence length (padding included: it is computed).
-    Attention scores and the OT solve are not counted."""
+    """Dense FLOP estimate: ``6 N T`` for a training step (forward + backward), ``2 N T`` for a
+    forward pass, with ``N`` the parameters outside embedding tables and position / CLS rows and
+    ``T`` the number of tokens (a sequence length, or summed over samples; padding included: it
+    is computed). Attention scores and the OT solve are not counted."""
     skip = set()
     for mod in model.modules():
         if isinstance(mod, nn.Embedding):
@@ -272,16 +276,19 @@ def evaluate(
     """Metrics and per-sample OT distances of one pass over ``loader``.
 
     Returns ``{"metrics": {...}, "distances": {pair: np.ndarray [N]}, "valid": {pair: [N] bool},
-    "output": np.ndarray, "labels": np.ndarray}`` in loader order.
+    "output": np.ndarray, "labels": np.ndarray, "token_samples": int}`` in loader order
+    (``token_samples``: the sum of batch x sequence length, for the FLOP estimate).
     """
     device = torch.device(device)
     model.eval()
     pairs = modality_pairs(model.modalities)
     outs, labels, dists, valids = [], [], {}, {}
+    token_samples = 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         batch = to_device(batch, device)
         with _autocast(device, amp):
             logits, out = model(batch, perturbation)
+        token_samples += out.attention_mask.numel()  # batch x sequence length (padding included)
         for k, (D, v) in pair_distances(out, pairs, iters=ot_iters).items():
             dists.setdefault(k, []).append(D.cpu().numpy())
             valids.setdefault(k, []).append(v.cpu().numpy())
@@ -295,6 +302,7 @@ def evaluate(
         "valid": {k: np.concatenate(v) for k, v in valids.items()},
         "output": output,
         "labels": y,
+        "token_samples": token_samples,
     }
 
 
@@ -319,13 +327,6 @@ def perturbation_digest(pert: P.Perturbation | None, n_total: int, hidden: int, 
         out = P.apply(pert, pert.modality, torch.ones(len(ids), 1 + tokens, hidden), ids)
         h.update(out.numpy().astype(np.float32).tobytes())
     return h.hexdigest()[:16]
-
-
-def _sequence_length(model: WMAClassifier, loader, device) -> int:
-    """The model's sequence length on one batch of ``loader`` (for the FLOP estimate)."""
-    with torch.inference_mode():
-        _, out = model(to_device(next(iter(loader)), device))
-    return int(out.attention_mask.shape[1])
 
 
 def _environment(device) -> dict:
@@ -424,7 +425,9 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
         t0 = time.perf_counter()
         model.train()
         loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, **loader_kw)
-        counts = state.setdefault("counts", {"steps": 0, "train_samples": 0, "tokens": 0, "eval_seconds": 0.0, "eval_samples": 0})
+        counts = state.setdefault("counts", {})
+        for k, v in _NO_COUNTS.items():
+            counts.setdefault(k, v)
         sums = {"loss": 0.0, "task": 0.0, "reg": 0.0, "n": 0}
         d_sums: dict = {}
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not cfg.progress):
@@ -450,13 +453,14 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
             sums["n"] += 1
             counts["steps"] += 1
             counts["train_samples"] += int(logits.shape[0])
-            counts["tokens"] = int(out.attention_mask.shape[1])
+            counts["train_tokens"] += int(out.attention_mask.numel())
         n = max(1, sums["n"])
         t_eval = time.perf_counter()
         state["train_seconds"] += t_eval - t0
         dev = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)
         counts["eval_seconds"] += time.perf_counter() - t_eval
         counts["eval_samples"] += len(dev["labels"])
+        counts["eval_tokens"] += dev["token_samples"]
         score = dev["metrics"][metric]
         if d_sums:
             state["d_trajectory"].append({"epoch": epoch + 1, "split": "train", **{k: v / n for k, v in d_sums.items()}})
@@ -488,18 +492,23 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
     cases = P.test_cases(model.modalities, amplitude=cfg.amplitude, scales=state.get("emb_rms"), mode=cfg.noise_mode,
                          rate=cfg.missing_rate, seed=cfg.perturb_seed)
     metrics, distances, digests, predictions = {}, {}, {}, {}
+    test_samples = test_tokens = 0
     for name, pert in tqdm(cases.items(), desc="test cases", leave=False, disable=not cfg.progress):
         pert = pert.for_split(len(test_ds)) if pert is not None else None
         digests[name] = perturbation_digest(pert, len(test_ds), model.backbone.config.hidden_size)
         res = evaluate(model, test_loader, task.kind, perturbation=pert, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)
         metrics[name] = res["metrics"]
+        test_samples += len(res["labels"])
+        test_tokens += res["token_samples"]
         predictions[name] = prediction_summary(task.kind, res["output"])  # a constant predictor = a collapsed run
         distances[name] = {k: [round(float(x), 6) for x in d] for k, d in res["distances"].items()}
-    dev_best = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)["metrics"]
+    dev_res = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.amp, ot_iters=cfg.ot_iters)
+    dev_best = dev_res["metrics"]
     test_seconds = time.perf_counter() - t0
-    counts = state.get("counts") or {"steps": 0, "train_samples": 0, "tokens": 0, "eval_seconds": 0.0, "eval_samples": 0}
-    test_samples = len(test_ds) * len(cases) + len(dev_ds)
-    tokens = counts["tokens"] or _sequence_length(model, dev_loader, device)
+    test_samples += len(dev_res["labels"])
+    test_tokens += dev_res["token_samples"]
+    counts = {**_NO_COUNTS, **(state.get("counts") or {})}
+    eval_samples, eval_tokens = counts["eval_samples"] + test_samples, counts["eval_tokens"] + test_tokens
     record = {
         "key": key,
         "config": rcfg,
@@ -529,13 +538,13 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
             "test_seconds": test_seconds,  # every test case on the best checkpoint, plus its dev metrics
             "steps": counts["steps"],
             "train_samples": counts["train_samples"],
-            "eval_samples": counts["eval_samples"] + test_samples,
-            "tokens": tokens,
-            "train_flops": counts["train_samples"] * model_flops_per_sample(model, tokens),
-            "eval_flops": (counts["eval_samples"] + test_samples) * model_flops_per_sample(model, tokens, backward=False),
+            "eval_samples": eval_samples,
+            "train_tokens": counts["train_tokens"],  # sum over steps of batch x sequence length
+            "eval_tokens": eval_tokens,
+            "train_flops": model_flops_per_sample(model, counts["train_tokens"]),
+            "eval_flops": model_flops_per_sample(model, eval_tokens, backward=False),
             "train_samples_per_second": counts["train_samples"] / max(state["train_seconds"], 1e-9),
-            "eval_samples_per_second": (counts["eval_samples"] + test_samples)
-            / max(counts["eval_seconds"] + test_seconds, 1e-9),
+            "eval_samples_per_second": eval_samples / max(counts["eval_seconds"] + test_seconds, 1e-9),
             "threads": torch.get_num_threads(),
         },
         "n_params": sum(p.numel() for p in model.parameters()),
