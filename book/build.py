@@ -31,7 +31,8 @@
    page, :func:`write_build_info`) and ``jupyter-book build -W -n --keep-going`` renders it; the
    HTML ends up in ``<build-dir>/html``. Jupyter Book does not execute anything
    (``execute_notebooks: "off"``), and any warning fails the build.
-5. Timings per notebook and in total are printed (and written to ``<build-dir>/timings.json``).
+5. Timings per notebook and in total are printed (and written to ``<build-dir>/timings.json``:
+   ``notebooks`` {name: seconds}, ``notebook_runs`` {name: seconds, ok, attempts, build}).
 
 ``--only`` executes some notebooks and renders with the earlier executed copies of the others;
 ``--html-only`` only renders; ``--no-html`` only executes.
@@ -485,7 +486,9 @@ def write_build_info(path: Path, timings: dict) -> None:
         "| notebook | seconds | status | built in |", "|---|---:|---|---|",
     ]
     for n in NOTEBOOKS:
-        t = timings.get("notebooks", {}).get(n)
+        t = timings.get("notebook_runs", {}).get(n)
+        if t is None and n in timings.get("notebooks", {}):
+            t = {"seconds": float(timings["notebooks"][n])}
         if t is None:
             lines.append(f"| {{doc}}`{n}` | – | no executed copy | – |")
             continue
@@ -541,19 +544,21 @@ def stage_and_render(build_dir: Path, executed: Path, timings: dict) -> float:
 
 
 def _merge_timings(build_dir: Path, results: list) -> dict:
-    """Per-notebook times: this build's, and those of earlier builds for the notebooks not run now."""
+    """Per-notebook details (seconds, ok, attempts, build): this build's, and an earlier build's for
+    the notebooks not run now (``timings.json``: ``notebooks`` {name: seconds}, ``notebook_runs`` the details)."""
     old = {}
     path = build_dir / "timings.json"
     if path.exists():
         try:
-            old = json.loads(path.read_text()).get("notebooks", {})
-        except (ValueError, AttributeError):
+            data = json.loads(path.read_text())
+            old = {n: {"seconds": float(t)} for n, t in (data.get("notebooks") or {}).items()}
+            for n, t in (data.get("notebook_runs") or {}).items():
+                old[n] = {**old.get(n, {}), **t}
+        except (ValueError, AttributeError, TypeError):
             old = {}
     merged = {}
     for n, t in old.items():
-        if isinstance(t, (int, float)):
-            t = {"seconds": float(t)}
-        if isinstance(t, dict) and "seconds" in t:
+        if "seconds" in t:
             merged[n] = {**t, "build": t.get("build") if t.get("build") not in (None, "this build") else "an earlier build"}
     for r in results:
         merged[r["name"]] = {"seconds": r["seconds"], "ok": r["ok"], "attempts": r.get("attempts", 1), "build": "this build"}
@@ -614,8 +619,10 @@ def main(argv=None) -> int:
     t_exec = time.perf_counter() - t0
     ok = all(r["ok"] for r in results)
     build_dir.mkdir(parents=True, exist_ok=True)
+    runs = _merge_timings(build_dir, results)
     timings = {"scale": args.scale, "jobs": args.jobs, "executor": args.executor, "timeout": args.timeout,
-               "notebooks": _merge_timings(build_dir, results), "notebooks_wall_s": t_exec, "ok": ok,
+               "notebooks": {n: t["seconds"] for n, t in runs.items()}, "notebook_runs": runs,
+               "notebooks_wall_s": t_exec, "ok": ok,
                "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
     t_html = 0.0
     if ok and not args.no_html:

@@ -56,10 +56,10 @@ def test_record_accounts_for_its_time_samples_and_flops(hm_dir, tmp_path):
 
     model = T.build_model(task_info(json.loads((hm_dir / "manifest.json").read_text())), cfg)
     n_dense = _dense_params(model)
-    patches = 1 + (32 // 16) ** 2  # image CLS + 2 x 2 patches
 
-    def tokens(loader):  # samples x sequence length, summed over the batches (text padded per batch)
-        return sum(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + patches) for b in loader)
+    def tokens(loader):  # samples x sequence length, summed over batches (text and images padded per batch)
+        return sum(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + 1 + (b["pixel_values"].shape[-2] // 16)
+                                              * (b["pixel_values"].shape[-1] // 16)) for b in loader)
 
     train_ds = PreparedDataset(hm_dir, "train")
     train_tokens = sum(tokens(make_loader(train_ds, 16, shuffle=True, seed=0, epoch=e)) for e in range(2))

@@ -168,6 +168,7 @@ def test_pair_distances_on_model_like_output():
     out = SimpleNamespace(tokens=tokens, token_masks=masks)
     res = pair_distances(out, PAIR, iters=30)
     D, valid = res["text-image"]
+    assert pair_distances(out, [("image", "text")], iters=30)["image-text"][0].tolist() == D.tolist()  # same roles
     # ViLT's order: image on the x side (updated first), text on the y side (initialised)
     torch.testing.assert_close(D, ot_distance(tokens["image"], tokens["text"], masks["image"], masks["text"], iters=30))
     assert valid.tolist() == [True, False, True]
@@ -233,19 +234,23 @@ def test_pair_distances_follow_vilt_ipot_order(seed):
     assert np.max(np.abs(other - ref)) > 20 * 2e-6
 
 
-def test_three_modality_pairs_put_the_first_modality_in_vilts_text_role():
+def test_three_modality_pairs_put_text_then_video_in_vilts_text_role():
     g = torch.Generator().manual_seed(3)
     base = torch.randn(2, 9, 8, generator=g)
     tokens = {m: base[:, :L] + 0.05 * torch.randn(2, L, 8, generator=g) for m, L in [("text", 5), ("video", 9), ("audio", 7)]}
     masks = {m: torch.ones(2, t.shape[1], dtype=torch.bool) for m, t in tokens.items()}
     masks["audio"][1, 4:] = False
     out = SimpleNamespace(tokens=tokens, token_masks=masks)
-    res = pair_distances(out, modality_pairs(["text", "video", "audio"]))
-    assert list(res) == ["text-video", "text-audio", "video-audio"]
-    for key, (D, _) in res.items():
-        first, second = key.split("-")
-        ref = [vilt_ipot_distance(tokens[first][b], tokens[second][b], masks[first][b], masks[second][b]) for b in range(2)]
-        np.testing.assert_allclose(D.numpy(), ref, atol=2e-6, rtol=0)
+    # text in ViLT's text role, then video (typed here), whatever order the pairs are listed in
+    text_role = {frozenset(("text", "video")): "text", frozenset(("text", "audio")): "text", frozenset(("video", "audio")): "video"}
+    for order in (["text", "video", "audio"], ["audio", "text", "video"]):  # e.g. modalities sorted by name
+        res = pair_distances(out, modality_pairs(order))
+        assert list(res) == ["-".join(p) for p in modality_pairs(order)]
+        for key, (D, _) in res.items():
+            t = text_role[frozenset(key.split("-"))]
+            o = next(m for m in key.split("-") if m != t)
+            ref = [vilt_ipot_distance(tokens[t][b], tokens[o][b], masks[t][b], masks[o][b]) for b in range(2)]
+            np.testing.assert_allclose(D.numpy(), ref, atol=2e-6, rtol=0)
 
 
 def test_target_feasibility():

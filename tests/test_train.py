@@ -131,7 +131,7 @@ def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
         return res
 
     saved = {}
-    real_save = T._atomic_torch_save
+    real_save = T.checkpoint.save
 
     def spy_save(obj, path):
         if path.name == "best.pt":
@@ -139,7 +139,7 @@ def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
         real_save(obj, path)
 
     monkeypatch.setattr(T, "evaluate", scripted)
-    monkeypatch.setattr(T, "_atomic_torch_save", spy_save)
+    monkeypatch.setattr(T.checkpoint, "save", spy_save)
     rec = T.fit(_cfg(hm_dir, epochs=7, patience=2, keep_best=True), tmp_path / "s")
     assert rec["best_epoch"] == 2
     assert rec["epochs_run"] == 4  # epochs 3 and 4 did not improve: stop

@@ -381,7 +381,7 @@ def summary_frame(cal: dict | None = None):
             rows.append({"dataset": ds, "modality": m, "amplitude": e["amplitude"], "dev drop": e["dev_drop"],
                          "test drop": e.get("test_drop", float("nan")), "paper drop": e["paper_drop"],
                          "target drop": e["target_drop"],
-                         "calibrated": "yes" if e.get("calibrated", True) else f"no: {e.get('transferred_from')}'s"})
+                         "calibrated": "yes" if e.get("calibrated", True) else f"no (from {e.get('transferred_from')})"})
     return pd.DataFrame(rows)
 
 

@@ -17,14 +17,12 @@ points away from every token of the other) and :func:`target_feasible` flags it.
 the Sinkhorn scaling starts from (up to ~4% relative on nearly aligned tokens). ViLT's ``ipot``
 initialises the text side's scaling to ``1/n_text`` and updates the image side first; in
 :func:`wma_core.ot.ipot` that is the *y* side initialised, the *x* side updated first, so
-ViLT's distance is ``ot_distance(image, text)``. For a pair ``(m1, m2)``, named ``"m1-m2"``,
-:func:`pair_distances` therefore computes ``ot_distance(H^{m2}, H^{m1})``: the pair's first
-modality plays ViLT's text role. With the pairs of :func:`modality_pairs` that is
-``text-image`` -> ``ot_distance(image, text)`` (ViLT exactly) and, for three modalities,
-``text-video`` -> ``ot_distance(video, text)``, ``text-audio`` -> ``ot_distance(audio, text)``,
-``video-audio`` -> ``ot_distance(audio, video)`` (text, when present, always in ViLT's text role). ``alpha = 0`` is the baseline; ``alpha = 1, beta = 0`` minimises the OT distance
-(the paper's Table 2 ablation). Samples where a modality has no valid token are left out of
-the mean.
+ViLT's distance is ``ot_distance(image, text)``. For every pair, :func:`pair_distances` puts the
+modality that comes first in :data:`TEXT_ROLE_ORDER` (text, then video, then audio, then image)
+in ViLT's text role, whatever order the pair is listed in: ``text-image`` ->
+``ot_distance(image, text)`` (ViLT exactly); for three modalities ``text-video`` ->
+``ot_distance(video, text)``, ``text-audio`` -> ``ot_distance(audio, text)``, ``video-audio`` ->
+``ot_distance(audio, video)``. So text, when present, is always where ViLT has it.
 """
 
 from __future__ import annotations
@@ -39,6 +37,8 @@ from .ot import ot_distance, pair_valid
 TARGETS = ("init", "batch")
 #: The largest OT distance under the cosine cost (its values lie in [0, 2]).
 D_MAX = 2.0
+#: Which modality of a pair takes ViLT's text role in IPOT (the earlier one here; others last).
+TEXT_ROLE_ORDER = ("text", "video", "audio", "image")
 
 
 @dataclass
@@ -85,17 +85,25 @@ def pair_key(pair) -> str:
 def pair_distances(out, pairs, *, step: float = 0.5, iters: int = 50) -> dict:
     """``{"m1-m2": (D [B] float32, valid [B] bool)}`` for a :class:`~wma_core.model.WMAOutput`.
 
-    ``D = ot_distance(tokens[m2], tokens[m1])``: ViLT's order, the pair's first modality (text)
-    in ViLT's text role (see the module docstring); ``"text-image"`` equals ViLT's
+    ``D = ot_distance(tokens[other], tokens[t])`` with ``t`` the pair's modality in ViLT's text
+    role (:func:`text_role`; see the module docstring): ``"text-image"`` equals ViLT's
     ``optimal_transport_dist(text, image)``.
     """
     res = {}
     for a, b in pairs:
-        x, y = out.tokens[a], out.tokens[b]
-        xm, ym = out.token_masks[a], out.token_masks[b]
-        D = ot_distance(y, x, ym, xm, step=step, iters=iters)
+        t = text_role(a, b)
+        o = b if t == a else a
+        D = ot_distance(out.tokens[o], out.tokens[t], out.token_masks[o], out.token_masks[t], step=step, iters=iters)
+        x, xm, ym = out.tokens[a], out.token_masks[a], out.token_masks[b]
         res[pair_key((a, b))] = (D, pair_valid(xm, ym, x.shape[0], x.device))
     return res
+
+
+def text_role(a: str, b: str) -> str:
+    """The modality of the pair ``(a, b)`` in ViLT's text role: the earlier in :data:`TEXT_ROLE_ORDER`
+    (``a`` when neither is listed or both rank the same)."""
+    rank = {m: i for i, m in enumerate(TEXT_ROLE_ORDER)}
+    return b if rank.get(b, len(rank)) < rank.get(a, len(rank)) else a
 
 
 def target_feasible(cfg: WMAConfig, d0: dict | None) -> dict:

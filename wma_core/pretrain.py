@@ -90,7 +90,7 @@ class PretrainConfig:
         attn: ``"sdpa"`` or ``"eager"`` attention.
     """
 
-    corpus_n: int = 6000
+    corpus_n: int = 3000
     corpus_seed: int = 0
     image_size: int = 64
     patch_size: int = 16
@@ -99,7 +99,7 @@ class PretrainConfig:
     arch: dict = field(default_factory=lambda: {k: v for k, v in TINY_CONFIG.items() if k != "vocab_size"})
     epochs: int = 6
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: float = 0.1
     adam_betas: tuple = (0.9, 0.98)
