@@ -100,11 +100,6 @@ def ipot_eager(
         # masked entries get G = 0 by selection (a masked cost far below the valid minimum
         # would otherwise overflow exp and give inf * 0 = NaN)
         G = torch.where(joint, torch.exp(-(C - cmin).masked_fill(~joint, 0.0) / step), 0.0)
-        # Denominator guards folded into the matrix-vector products (one baddbmm each, no
-        # clamp): 1 on padded rows and columns, whose marginal is 0, so u = 0 / 1 = 0 there;
-        # _TINY on valid ones, as the floor of a denominator that underflowed.
-        x_floor = (~xm).float()[:, :, None] + _TINY  # [B, N, 1]
-        y_floor = (~ym).float()[:, :, None] + _TINY  # [B, M, 1]
         # Q holds G * T of the current iteration (T starts as all ones on the valid block, so
         # Q starts as G); it is updated in place, Q <- G * diag(u) Q diag(v), which is the
         # next iteration's G * T. The CPU runs this loop as about 7 small kernels per
@@ -113,10 +108,12 @@ def ipot_eager(
         v = nu
         for it in range(iters):
             for _ in range(inner):
-                u = mu / torch.baddbmm(x_floor, Q, v)  # [B, N, 1]
-                v = nu / torch.baddbmm(y_floor, Q.transpose(1, 2), u)  # [B, M, 1]
+                # a denominator that underflowed is floored at _TINY (padded rows and columns
+                # have marginal 0, so u = 0 and v = 0 there)
+                u = mu / torch.bmm(Q, v).clamp_min_(_TINY)  # [B, N, 1]
+                v = nu / torch.bmm(Q.transpose(1, 2), u).clamp_min_(_TINY)  # [B, M, 1]
             if it + 1 < iters:
-                Q.mul_(G).mul_(u).mul_(v.transpose(1, 2))
+                Q.mul_(u).mul_(v.transpose(1, 2)).mul_(G)  # T = diag(u) Q diag(v) first, as the kernel does
         return Q.mul_(u).mul_(v.transpose(1, 2))  # T = diag(u) Q diag(v)
 
 
