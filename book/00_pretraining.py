@@ -53,6 +53,8 @@ seeds: tuple = (0, 1, 2)  # fine-tuning seeds of the pretrained-vs-random compar
 datasets: tuple = ("hateful_memes", "mmimdb", "ur_funny", "mosei")  # datasets of the D0 and fine-tuning tables
 gap_datasets: tuple = ("hateful_memes", "mmimdb")  # image+text twins on which matched and mismatched pairs are compared
 finetune: bool = True  # run the fine-tuning comparison (records are shared with the other chapters)
+executor: str = "ray"  # "ray" | "local": how the fine-tuning runs are executed
+address: str = ""  # an existing Ray cluster to join ("": $RAY_ADDRESS, else a local instance)
 
 # %%
 import matplotlib.pyplot as plt
@@ -133,6 +135,6 @@ display(figures.show_table(d0.pivot_table(index=["dataset", "pair"], columns="we
 
 # %%
 if finetune:
-    ft = S.finetune_table(datasets, scale, seeds)
+    ft = S.finetune_table(datasets, scale, seeds, executor=executor, address=address or None)
     summary = ft.pivot_table(index=["dataset", "metric"], columns="init", values="value", aggfunc=["mean", "std"])
     display(figures.show_table(summary.reset_index(), caption=f"Baseline, normal test ({len(seeds)} seeds)"))

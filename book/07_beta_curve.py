@@ -61,7 +61,7 @@ from IPython.display import display
 from myst_nb import glue
 
 from wma_core import figures, paper_grids, report
-from wma_core.experiments import DATASETS, PAPER_SELECTED, get_profile, prepare_data, results_dir, run_configs
+from wma_core.experiments import DATASETS, get_profile, prepare_data, results_dir, run_configs
 from wma_core.sweep import run_trials
 
 NB = "07_beta_curve"

@@ -44,7 +44,7 @@ model: Optional[str] = None  # None: the profile's; the model the chapters ran (
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import display
 from myst_nb import glue
 
 from wma_core import figures, paper_grids, report

@@ -91,17 +91,19 @@ def toc_notebooks(toc: Path = TOC) -> list[str]:
 
 
 NOTEBOOKS = toc_notebooks()
-TRAINING = ["02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve", "08_ot_explorer"]
+TRAINING = ["00_pretraining", "02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve", "08_ot_explorer"]
 # a notebook starts only after the notebooks whose records it reuses (no slot waits on a lock)
 DEPENDS = {
     "06_ablation": {"02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei"},
     "08_ot_explorer": {"07_beta_curve"},
+    # its fine-tuning comparison reuses the dataset chapters' pretrained baselines
+    "00_pretraining": {"02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei"},
     "09_performance": set(TRAINING),
     # the summary reads the records of every comparison and of the grid
     "10_summary": {"02_hateful_memes", "03_mmimdb", "04_ur_funny", "05_mosei", "06_ablation", "07_beta_curve"},
 }
-for _name in TRAINING:  # every training chapter fine-tunes from the pretrained checkpoint
-    DEPENDS.setdefault(_name, set()).add("00_pretraining")
+# every training chapter fine-tunes from the pretrained miniature: the build makes it first, with
+# every core (:func:`pretrain_step`), so no chapter waits for another to pretrain it
 # among the notebooks that are ready, the one expected to run longest starts first (others: after these)
 PRIORITY = ["00_pretraining", "07_beta_curve", "02_hateful_memes", "03_mmimdb", "05_mosei", "04_ur_funny", "06_ablation",
             "08_ot_explorer", "01_method", "09_performance", "10_summary"]
@@ -153,6 +155,26 @@ class RayHead:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def pretrain_step(scale: str, timeout: int | None) -> float | None:
+    """Build (or reuse) the pretrained miniature the profile fine-tunes from, once, before any
+    notebook starts: ``python -m wma_core.pretrain`` with every core. Returns its seconds, or
+    ``None`` when the profile fine-tunes from something else (the paper scale's hub model)."""
+    from wma_core.experiments import PRETRAINED, get_profile
+
+    if get_profile(scale).model != PRETRAINED:
+        return None
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "wma_core.pretrain", "--scale", "smoke" if scale == "smoke" else "default", "--quiet"]
+    print(f"[build] pretrain the miniature ({' '.join(cmd[1:])})", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"[build] pretraining failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    lines = proc.stdout.strip().splitlines()
+    seconds = time.perf_counter() - t0
+    print(f"[build] pretrained {seconds:.0f} s: {lines[-2] if len(lines) > 1 else ''}\n        -> {lines[-1]}", flush=True)
+    return seconds
 
 
 def declared_parameters(path: Path) -> set:
@@ -497,7 +519,9 @@ def write_build_info(path: Path, timings: dict) -> None:
             status += f" (after {t['attempts'] - 1} retry)"
         lines.append(f"| {{doc}}`{n}` | {t['seconds']:.1f} | {status} | {t.get('build', 'this build')} |")
     lines += [
-        "", f"Notebooks (wall clock, in parallel): {timings.get('notebooks_wall_s', 0):.1f} s. "
+        "", (f"Pretraining the miniature before the notebooks: {timings['pretraining_s']:.1f} s "
+             "(0 s when its checkpoint was already there). ") if timings.get("pretraining_s") is not None else "",
+        f"Notebooks (wall clock, in parallel, pretraining included): {timings.get('notebooks_wall_s', 0):.1f} s. "
         "The HTML rendering and the total are in `timings.json` in the build folder (they end after this page is written).", "",
         "## Package versions", "", "| package | version |", "|---|---|",
         *[f"| {p} | {v} |" for p, v in versions], "",
@@ -602,8 +626,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # no debugger warning from each kernel
 
     t0 = time.perf_counter()
-    head = None
+    head, t_pretrain = None, None
     try:
+        if any(n in TRAINING for n in names):
+            t_pretrain = pretrain_step(args.scale, args.timeout or None)
         if args.executor == "ray" and any(n in TRAINING for n in names):
             head = RayHead(args.jobs)
             os.environ.update(head.env)
@@ -622,7 +648,7 @@ def main(argv=None) -> int:
     runs = _merge_timings(build_dir, results)
     timings = {"scale": args.scale, "jobs": args.jobs, "executor": args.executor, "timeout": args.timeout,
                "notebooks": {n: t["seconds"] for n, t in runs.items()}, "notebook_runs": runs,
-               "notebooks_wall_s": t_exec, "ok": ok,
+               "notebooks_wall_s": t_exec, "pretraining_s": t_pretrain, "ok": ok,
                "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
     t_html = 0.0
     if ok and not args.no_html:
@@ -632,6 +658,8 @@ def main(argv=None) -> int:
     print("\n[build] timings")
     for r in sorted(results, key=lambda r: NOTEBOOKS.index(r["name"]) if r["name"] in NOTEBOOKS else len(NOTEBOOKS)):
         print(f"  {r['name']:<18} {r['seconds']:7.1f} s  {'ok' if r['ok'] else 'FAILED'}")
+    if t_pretrain is not None:
+        print(f"  {'pretraining':<18} {t_pretrain:7.1f} s")
     print(f"  {'notebooks (wall)':<18} {t_exec:7.1f} s")
     if not args.no_html and ok:
         print(f"  {'html':<18} {t_html:7.1f} s   -> {build_dir / 'html' / 'index.html'}")

@@ -15,20 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from data_prep.config import PrepareConfig, SynthConfig
-from data_prep.prepare import prepare
-from data_prep.synth import synthesize
 from wma_core import budget
 from wma_core import train as T
 from wma_core.results import ResultsStore
 
 
 @pytest.fixture(scope="module")
-def hm_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hm")
-    synthesize("hateful_memes", root / "raw", SynthConfig(n=120, seed=5))
-    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
-    return root / "prep"
+def hm_dir(hm_twin):
+    return hm_twin(120, 5)
 
 
 def _dense_params(model: nn.Module) -> int:

@@ -22,15 +22,8 @@ from wma_core.results import ResultsStore, config_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def small_hm(tmp_path_factory):
-    from data_prep.config import PrepareConfig, SynthConfig
-    from data_prep.prepare import prepare
-    from data_prep.synth import synthesize
-
-    root = tmp_path_factory.mktemp("hm_feasible")
-    synthesize("hateful_memes", root / "raw", SynthConfig(n=120, seed=5))
-    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
-    return root / "prep"
+def small_hm(hm_twin):
+    return hm_twin(120, 5)
 
 
 @pytest.mark.slow

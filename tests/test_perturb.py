@@ -232,15 +232,8 @@ def test_embedding_rms_probe_over_valid_rows():
 
 
 @pytest.fixture(scope="module")
-def small_hm(tmp_path_factory):
-    from data_prep.config import PrepareConfig, SynthConfig
-    from data_prep.prepare import prepare
-    from data_prep.synth import synthesize
-
-    root = tmp_path_factory.mktemp("hm_rel")
-    synthesize("hateful_memes", root / "raw", SynthConfig(n=120, seed=4))
-    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
-    return root / "prep"
+def small_hm(hm_twin):
+    return hm_twin(120, 4)
 
 
 def test_relative_noise_rms_recorded_with_the_run(small_hm, tmp_path):

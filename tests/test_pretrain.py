@@ -17,7 +17,6 @@ import numpy as np
 import ot as pot
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy.stats import binom
 from transformers import ViltForMaskedLM

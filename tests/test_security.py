@@ -267,11 +267,8 @@ def test_resolve_inside_and_safe_name(tmp_path):
 # --- 3. checkpoints -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def hm_prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hm")
-    synthesize("hateful_memes", root / "raw", SynthConfig(n=40, seed=3))
-    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
-    return root / "prep"
+def hm_prepared(hm_twin):
+    return hm_twin(40, 3)
 
 
 @pytest.mark.parametrize("payload", ["os.system", "builtins.exec"])

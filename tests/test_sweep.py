@@ -193,8 +193,9 @@ def test_ray_executor_retries_in_workers_and_reports(data_home, tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tmpdir):
+def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tmpdir, monkeypatch):
     home, data_dir = data_home
+    monkeypatch.setenv("WMA_DATA", str(home))  # the same pretrained miniature (and so run keys) as the CLI's
     results = tmp_path / "results"
     records_dir = results / "records"
     log = tmp_path / "trials.log"

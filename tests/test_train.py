@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.config import PrepareConfig, SynthConfig
-from data_prep.prepare import prepare
-from data_prep.synth import synthesize
 from wma_core import train as T
 from wma_core.results import ResultsStore
 
 
 @pytest.fixture(scope="module")
-def hm_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hm")
-    synthesize("hateful_memes", root / "raw", SynthConfig(n=200, seed=3))
-    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
-    return root / "prep"
+def hm_dir(hm_twin):
+    return hm_twin(200, 3)
 
 
 def _cfg(data_dir, **kw):

@@ -25,10 +25,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from data_prep.config import PrepareConfig, SynthConfig
 from data_prep.dataset import PreparedDataset, make_loader, task_info
-from data_prep.prepare import prepare
-from data_prep.synth import synthesize
 from wma_core import model as M
 from wma_core import perturb as P
 from wma_core import train as T
@@ -38,11 +35,8 @@ PAIR = "text-image"
 
 
 @pytest.fixture(scope="module")
-def hm_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hm_behaviour")
-    synthesize("hateful_memes", root / "raw", SynthConfig(n=120, seed=3))
-    prepare("hateful_memes", root / "raw", root / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
-    return root / "prep"
+def hm_dir(hm_twin):
+    return hm_twin(120, 3)
 
 
 def _cfg(data_dir, **kw):

@@ -17,20 +17,14 @@ rebuilt on demand and reused when present.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .results import file_lock
+from .results import data_home, file_lock
 from .train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("hateful_memes", "mmimdb", "ur_funny", "mosei")
-
-
-def data_home() -> Path:
-    """Where generated data and results live (``$WMA_DATA`` or ``<repo>/_data``)."""
-    return Path(os.environ.get("WMA_DATA", ROOT / "_data")).resolve()
 
 
 @dataclass(frozen=True)

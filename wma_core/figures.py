@@ -1086,12 +1086,13 @@ def collapse_note(*frames, a_label: str = "baseline", b_label: str = "WMA") -> s
                 dead.append(f"{case_label(name)} ({r.collapsed_a} {a_label}, {r.collapsed_b} {b_label} runs)")
     if not dead:
         return ""
-    return ("```{warning}\n**Collapsed runs.** Some runs predict the same output for every test sample "
+    # a blockquote, not a {warning} directive: Markdown outputs are rendered as CommonMark
+    return ("> **Collapsed runs.** Some runs predict the same output for every test sample "
             "(or score exactly what a constant predictor scores: AUROC 0.5, macro-F1 0): "
             + "; ".join(dict.fromkeys(dead)) + ". Such a run has not learned the task, so its difference from the "
             "other method measures a failed fit, not the method: the tables say *collapsed run* instead of a gain, "
             "and no verdict counts it as a loss. Typical causes at this scale are a learning rate too high for "
-            "the regulariser's weight α, or a target the OT distance cannot reach.\n```")
+            "the regulariser's weight α, or a target the OT distance cannot reach.")
 
 
 def claims_figure(claims: pd.DataFrame, *, title: str = ""):

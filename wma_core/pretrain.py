@@ -40,7 +40,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -58,7 +57,7 @@ from . import checkpoint as ck
 from . import perturb as P
 from .model import TINY_CONFIG, WMAVilt
 from .ot import ot_distance
-from .results import atomic_write_json, config_key, file_lock
+from .results import atomic_write_json, config_key, data_home, file_lock
 
 IGNORE = -100  # label of tokens MLM does not predict (cross_entropy's ignore_index)
 DONE = "pretrain.json"
@@ -137,9 +136,7 @@ def pretrain_key(cfg: PretrainConfig) -> str:
 
 
 def default_dir(cfg: PretrainConfig) -> Path:
-    """``<data home>/pretrained/<key>`` (the study layer's data home, ``$WMA_DATA`` or ``_data``)."""
-    from .experiments import data_home  # the study layer decides where generated data lives
-
+    """``<data home>/pretrained/<key>`` (the data home is ``$WMA_DATA`` or ``_data``)."""
     return data_home() / "pretrained" / pretrain_key(cfg)
 
 
@@ -337,8 +334,6 @@ def pretrain(cfg: PretrainConfig = PretrainConfig(), out: str | Path | None = No
     if _finished(out, key):
         return out
     if home is None:
-        from .experiments import data_home
-
         home = data_home()
     with file_lock(Path(home) / "locks" / f"pretrain-{key}.lock"):
         if _finished(out, key):

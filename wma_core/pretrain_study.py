@@ -108,23 +108,27 @@ def d0_table(folder, datasets, scale: str = "default", seed: int = 0) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), store=None) -> pd.DataFrame:
+def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executor: str = "ray",
+                   address: str | None = None) -> pd.DataFrame:
     """The baseline (α = 0) fine-tuned from the checkpoint and from random initialisation: the
-    headline metric on the normal test, per dataset and seed (records reused from the store)."""
+    headline metric on the normal test, per dataset and seed. The runs go through
+    :func:`wma_core.sweep.run_trials` (in parallel under Ray; records are reused from the store,
+    and the pretrained baselines are the dataset chapters' own)."""
     from .experiments import prepare_data, results_dir, run_configs
-    from .results import ResultsStore
-    from .train import fit
+    from .sweep import run_trials
 
-    store = store or ResultsStore(results_dir())
-    rows = []
+    configs, labels = [], []
     for ds in datasets:
         for name, model in (("pretrained", "pretrained"), ("random init", "tiny")):
             data_dir = prepare_data(ds, scale, model=model)
             for cfg in run_configs(ds, data_dir, scale, seeds=seeds, model=model):
-                rec = fit(cfg, store)
-                metric = rec["headline_metric"]
-                rows.append({"dataset": ds, "init": name, "seed": cfg.seed, "metric": metric,
-                             "value": rec["metrics"]["normal"][metric]})
+                configs.append(cfg)
+                labels.append((ds, name, cfg.seed))
+    records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
+    rows = []
+    for (ds, name, seed), rec in zip(labels, records):
+        metric = rec["headline_metric"]
+        rows.append({"dataset": ds, "init": name, "seed": seed, "metric": metric, "value": rec["metrics"]["normal"][metric]})
     return pd.DataFrame(rows)
 
 

@@ -30,6 +30,11 @@ import pandas as pd
 from data_prep.paths import safe_name
 
 
+def data_home() -> Path:
+    """Where generated data and results live (``$WMA_DATA`` or ``<repo>/_data``)."""
+    return Path(os.environ.get("WMA_DATA", Path(__file__).resolve().parents[1] / "_data")).resolve()
+
+
 def config_key(config: dict) -> str:
     """A stable 16-hex-digit key for a JSON-serialisable configuration."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)

@@ -49,6 +49,7 @@ from ..images import ImageStoreWriter, load_resized
 from ..issues import DataError, SkipLog
 from ..paths import PathEscape, resolve_inside
 from ..store import OutputDir, save_arrays, write_json
+from . import jsonfile
 
 DATASET = "coco_captions"
 FORMAT_VERSION = 1
@@ -57,6 +58,7 @@ YEARS = ("2017", "2014")
 RAW_SPLIT = {"train": "train", "dev": "val"}
 IMAGE_KEYS = {"id": int, "file_name": str}
 ANNOTATION_KEYS = {"id": int, "image_id": int, "caption": str}
+ANNOTATIONS_MAX_BYTES = 512 << 20  # an annotations file larger than this is refused unread
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ def _check(record, keys: dict, where: str) -> None:
 
 def read_annotation_file(path: Path, image_dir: Path) -> list[CaptionImage]:
     """One COCO captions file -> images with their captions (images without a caption are left out)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+    try:  # bounded in size and nesting (readers/jsonfile.py); COCO's train captions are ~90 MB
+        doc = jsonfile.loads(jsonfile.read_bounded(path, ANNOTATIONS_MAX_BYTES).decode("utf-8"), path.name)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path.name}: not a readable JSON file ({type(e).__name__}: {e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("annotations"), list):

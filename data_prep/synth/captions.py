@@ -38,7 +38,7 @@ from . import hateful_memes as hm
 from . import mmimdb as mm
 from .drawing import tile_image
 from .latent import sample_latents
-from .words import FILLER_NOUNS, sentence
+from .words import FILLER_NOUNS
 
 CORPUS_SEED_TAG = 0x434F434F  # "COCO": makes the corpus' seed sequence disjoint from the twins'
 CAPTIONS_PER_IMAGE = 2
