@@ -80,7 +80,7 @@ print(f"checkpoint: {folder.name}  ({record['n_params']:,} parameters, {timing['
 # loss stays at $\ln 2$ until the model starts to compare the caption with the picture, and the
 # alignment loss turns negative as matched pairs move closer than mismatched ones.
 
-# %%
+# %% tags=["hide-input", "remove-output"]
 curves = S.loss_curves(folder)
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 for ax, (k, title) in zip(axes, [("mlm", "masked language modelling"), ("itm", "image-text matching"),
@@ -91,6 +91,14 @@ for ax, (k, title) in zip(axes, [("mlm", "masked language modelling"), ("itm", "
     ax.set_xlabel("step")
 axes[0].set_ylabel("loss")
 publish(fig, "pretraining_losses")
+
+# %% [markdown]
+# ```{glue:figure} pretraining_losses
+# :name: fig-pretraining-losses
+#
+# The three pretraining losses per step (thin: each step; thick: smoothed): masked language
+# modelling, image–text matching and word–patch alignment.
+# ```
 
 # %% [markdown]
 # ## Held-out checks

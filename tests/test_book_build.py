@@ -143,7 +143,7 @@ def test_build_info_page(tmp_path):
 
     page = tmp_path / "build_info.md"
     timings = {"scale": "smoke", "jobs": 2, "timeout": 1800, "finished": "2026-01-02 03:04:05", "notebooks_wall_s": 12.5,
-               "notebooks": {build.NOTEBOOKS[0]: 3.25},
+               "pretraining_s": 55.0, "notebooks": {build.NOTEBOOKS[0]: 3.25},
                "notebook_runs": {build.NOTEBOOKS[0]: {"seconds": 3.25, "ok": True, "attempts": 2, "build": "this build"}}}
     build.write_build_info(page, timings)
     text = page.read_text()
@@ -156,7 +156,8 @@ def test_build_info_page(tmp_path):
     for other in build.NOTEBOOKS[1:]:
         assert f"| {{doc}}`{other}` | – | no executed copy | – |" in text
     assert f"| torch | {metadata.version('torch')} |" in text
-    assert "Notebooks (wall clock, in parallel): 12.5 s" in text
+    assert "Pretraining the miniature before the notebooks: 55.0 s" in text
+    assert "Notebooks (wall clock, in parallel, pretraining included): 12.5 s" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def _loaded(page: Path) -> list[tuple[str, str]]:
 def test_pages_load_nothing_from_the_network(built):
     """Offline reading: no page loads a script, stylesheet or image from elsewhere; MathJax is local."""
     html_dir = built["dir"] / "html"
-    pages = sorted(html_dir.rglob("*.html"))
+    pages = sorted(p for p in html_dir.rglob("*.html") if "_static" not in p.relative_to(html_dir).parts)  # not theme templates
     assert len(pages) >= len(NOTEBOOKS) + 3
     for page in pages:
         remote = [(kind, url) for kind, url in _loaded(page) if re.match(r"(https?:)?//", url)]
