@@ -263,6 +263,8 @@ def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tm
     assert started(log) == started_before + resumed, f"{why}\nrun 3:\n{res3.stderr[-3000:]}"
 
 
+EPOCHS = 5  # long enough that the killed node is still training its trial when it dies (and <= patience, so no early stop)
+
 
 @pytest.mark.slow
 def test_sweep_survives_losing_a_node(data_home, tmp_path, monkeypatch, ray_tmpdir):
@@ -283,7 +285,7 @@ def test_sweep_survives_losing_a_node(data_home, tmp_path, monkeypatch, ray_tmpd
     log = tmp_path / "trials.log"
     monkeypatch.setenv("WMA_TRIAL_LOG", str(log))
     configs = experiments.run_configs("hateful_memes", data_dir, "smoke", alphas=(0.0, 1.0), betas=(1.0,),
-                                      seeds=(0, 1, 2), epochs=3)
+                                      seeds=(0, 1, 2), epochs=EPOCHS)
     expected = keys_of(configs)
     assert len(set(expected)) == 6
     results = tmp_path / "results"
@@ -308,7 +310,7 @@ def test_sweep_survives_losing_a_node(data_home, tmp_path, monkeypatch, ray_tmpd
             while time.monotonic() < deadline:
                 on_worker = [l[1] for l in lines() if l[-1] == worker_id]
                 if any(not (results / "records" / f"{k}.json").exists() for k in on_worker):
-                    time.sleep(1.0)  # inside its training loop
+                    time.sleep(0.2)  # inside its training loop (EPOCHS keep it there for seconds)
                     cluster.remove_node(worker, allow_graceful=False)
                     # after the kill: nothing on the worker node can start or finish any more
                     killed["records"] = {p.stem for p in (results / "records").glob("*.json")}
@@ -330,7 +332,7 @@ def test_sweep_survives_losing_a_node(data_home, tmp_path, monkeypatch, ray_tmpd
     assert sorted(p.stem for p in store.records_dir.glob("*.json")) == sorted(expected)
     for key in expected:
         rec = store.get(key)
-        assert rec["key"] == key and rec["epochs_run"] == 3 and len(rec["history"]) == 3
+        assert rec["key"] == key and rec["epochs_run"] == EPOCHS and len(rec["history"]) == EPOCHS
     all_starts = [l for l in (l.split() for l in log.read_text().splitlines())]
     nodes = {l[-1] for l in all_starts}
     assert {head_id, worker_id} <= nodes, nodes  # trials were placed on both nodes
