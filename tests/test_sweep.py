@@ -341,9 +341,11 @@ def test_sweep_survives_losing_a_node(data_home, tmp_path, monkeypatch, ray_tmpd
     assert on_lost, "no trial was running on the killed node"
     counts = {k: [l[1] for l in all_starts].count(k) for k in expected}
     for k in expected:
-        # only a trial lost with the node starts again, exactly once, and on the surviving node
-        assert counts[k] == (2 if k in on_lost else 1), (k, counts, on_lost, all_starts)
+        # only a trial lost with the node may start again, at most once, and then on the surviving
+        # node. (On one machine a removed node's worker process can still write its record in the
+        # moment before it dies; the sweep then reuses that record instead of training it again.)
+        assert counts[k] in ((1, 2) if k in on_lost else (1,)), (k, counts, on_lost, all_starts)
     for k in on_lost:
-        assert [l[-1] for l in all_starts if l[1] == k][-1] == head_id
+        assert [l[-1] for l in all_starts if l[1] == k][-1] == (head_id if counts[k] == 2 else worker_id)
     assert not set(l[1] for l in all_starts[len(before):]) & killed["records"]  # finished: never started again
     assert not list((results / "runs").glob("*/last.pt"))
