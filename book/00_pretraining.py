@@ -57,7 +57,7 @@ executor: str = "ray"  # "ray" | "local": how the fine-tuning runs are executed
 address: str = ""  # an existing Ray cluster to join ("": $RAY_ADDRESS, else a local instance)
 
 # %%
-import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import display
 
 from wma_core import figures
@@ -76,28 +76,22 @@ print(f"checkpoint: {folder.name}  ({record['n_params']:,} parameters, {timing['
 # %% [markdown]
 # ## The three losses
 #
-# Per step, with a running mean. The masked-word loss falls first (word statistics); the matching
+# Per step, with a running mean, and the held-out accuracies after each epoch. The masked-word loss falls first (word statistics); the matching
 # loss stays at $\ln 2$ until the model starts to compare the caption with the picture, and the
 # alignment loss turns negative as matched pairs move closer than mismatched ones.
 
 # %% tags=["hide-input", "remove-output"]
-curves = S.loss_curves(folder)
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-for ax, (k, title) in zip(axes, [("mlm", "masked language modelling"), ("itm", "image-text matching"),
-                                 ("wpa", "word-patch alignment")]):
-    ax.plot(curves.index, curves[k], alpha=0.25, lw=0.8)
-    ax.plot(curves.index, curves[f"{k}_smooth"], lw=1.8)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-axes[0].set_ylabel("loss")
-publish(fig, "pretraining_losses")
+epochs = pd.DataFrame(record["history"]["epochs"])
+publish(figures.pretraining_curves(S.loss_curves(folder), epochs), "pretraining_losses")
 
 # %% [markdown]
 # ```{glue:figure} pretraining_losses
 # :name: fig-pretraining-losses
 #
-# The three pretraining losses per step (thin: each step; thick: smoothed): masked language
-# modelling, image–text matching and word–patch alignment.
+# Left: the three pretraining losses per step (thin: each step; thick: smoothed): masked
+# language modelling, image–text matching and word–patch alignment. Right: per epoch, on the
+# first 256 held-out captions, image–text matching accuracy and the accuracy of masked colour
+# and shape words with the image and with the image missing.
 # ```
 
 # %% [markdown]

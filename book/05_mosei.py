@@ -51,7 +51,7 @@ from typing import Optional  # papermill reads Optional[...] annotations (not "X
 scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
 data_root: Optional[str] = None  # folder holding MultiBench's mosei_senti_data.pkl (needed at scale "paper"); None: the synthetic twin
 model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
-alpha: float = 1.0  # WMA α (the paper's choice for this dataset)
+alpha: Optional[float] = None  # WMA α (None: the paper's choice for this dataset, scaled down in the miniature where it would outweigh the task loss)
 beta: float = 1.2  # WMA β: the target OT distance is β·D0 (the paper's choice for this dataset)
 seeds: Optional[list] = None  # training seeds (None: the profile's)
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
@@ -67,11 +67,12 @@ from myst_nb import glue
 
 from data_prep.dataset import read_manifest
 from wma_core import figures, report
-from wma_core.experiments import get_profile, method_configs, prepare_data, results_dir
+from wma_core.experiments import chapter_alpha, get_profile, method_configs, prepare_data, results_dir
 from wma_core.sweep import run_trials
 
 NB = "05_mosei"
 DATASET = "mosei"
+alpha = chapter_alpha(DATASET, scale, alpha)
 publish = figures.Publisher(NB)
 profile = get_profile(scale)
 data_dir = prepare_data(DATASET, scale, data_root, model=model)

@@ -6,7 +6,7 @@
 - the ``.ipynb`` files carry no outputs, no execution counts and no papermill or widget metadata;
 - every notebook has exactly one cell tagged ``parameters``, whose assignments are all
   type-annotated, literal and commented, and which declares ``scale`` (the build passes it);
-- the dataset chapters' α and β defaults are the paper's choices (``PAPER_SELECTED``).
+- the dataset chapters' β defaults are the paper's choices (``PAPER_SELECTED``), α the paper's capped for the miniature.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 jupytext = pytest.importorskip("jupytext")
 
-from wma_core.experiments import PAPER_SELECTED  # noqa: E402
+from wma_core.experiments import PAPER_SELECTED, chapter_alpha  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -116,7 +116,17 @@ def test_papermill_sees_every_parameter():
 def test_dataset_defaults_are_the_papers_choice(name, dataset):
     tree = ast.parse(_parameters_cell(BOOK / f"{name}.py"))
     values = {n.target.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.AnnAssign)}
-    assert (values["alpha"], values["beta"]) == PAPER_SELECTED[dataset]
+    assert values["alpha"] is None and values["beta"] == PAPER_SELECTED[dataset][1]
+    # α = None: the paper's α at the paper scale, capped for the miniature (PAPER_SELECTED is the
+    # transcription of Tables 3-6, independent of chapter_alpha)
+    assert chapter_alpha(dataset, "paper") == PAPER_SELECTED[dataset][0]
+    # the default scales the paper's α down so that the regulariser is at most the task loss at
+    # the first step: R/L = α · sum_pairs (var + ((1 - β) D0)^2) / L, from the calibration file
+    a, b = PAPER_SELECTED[dataset]
+    terms = json.loads((ROOT / "book/data/noise_calibration.json").read_text())["first_step"][dataset]
+    rho = a * sum(t["var"] + ((1 - b) * t["d0"]) ** 2 for t in terms["pairs"].values()) / terms["task_loss"]
+    assert chapter_alpha(dataset, "default") == pytest.approx(a if rho <= 1 else a / rho, rel=0.05)
+    assert chapter_alpha(dataset, "default", 6.0) == 6.0
     for p in ("scale", "data_root", "model", "seeds", "device", "lr", "epochs", "executor", "address"):
         assert p in values, f"{name} lacks the parameter {p}"
     assert values["scale"] == "default" and values["data_root"] is None and values["model"] is None

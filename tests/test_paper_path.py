@@ -287,6 +287,7 @@ def test_sweep_cli_at_paper_scale_offline(paper_setup):
     assert "1 of 1 trials in the store" in proc.stderr
     assert "-i384p32-tok" in proc.stderr  # the chapter's prepared folder, with the model's tokenizer
     rec = [r for r in _records(s) if r["config"]["dataset"] == "hateful_memes" and r["config"]["alpha"] == 0.5]
-    assert len(rec) == 1 and rec[0]["config"]["model"] == str(s["model"]) and rec[0]["config"]["amp"] == "bf16"
+    assert len(rec) == 1 and rec[0]["model_path"] == str(s["model"]) and \
+        rec[0]["config"]["model"].startswith("folder:") and rec[0]["config"]["amp"] == "bf16"
     assert "wma" in proc.stdout and "auroc" in proc.stdout
     print("paper-path timings (s):", {k: round(v, 1) for k, v in s["timings"].items()})

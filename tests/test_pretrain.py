@@ -217,23 +217,29 @@ def test_losses_against_independent_computations(home):
         masked, labels = PT.mask_tokens(batch["input_ids"], batch["attention_mask"], specials, len(tok), g_copy, 0.15, tok.mask_token_id)
         source, itm_labels = PT.swap_images(batch["image_ids"], g_copy, 0.5)
         pixels = (batch["pixel_values"].float() / 255 - 0.5) / 0.5
+        pmask = batch["pixel_mask"]
+        assert (pmask == 0).any(), "the batch should mix image shapes (padding)"
         # MLM: transformers' own forward and loss on the same masked batch
-        ref = model.mlm(input_ids=masked, attention_mask=batch["attention_mask"], pixel_values=pixels, labels=labels)
+        ref = model.mlm(input_ids=masked, attention_mask=batch["attention_mask"], pixel_values=pixels,
+                        pixel_mask=pmask, labels=labels)
         assert float(parts["mlm"]) == pytest.approx(float(ref.loss), abs=1e-4)
         # ITM: transformers' pooled output, the head, cross-entropy by hand
         pooled = model.mlm.vilt(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                pixel_values=pixels[source]).pooler_output
+                                pixel_values=pixels[source], pixel_mask=pmask[source]).pooler_output
         logp = torch.log_softmax(model.itm(pooled), -1)
         assert float(parts["itm"]) == pytest.approx(float(-logp[torch.arange(len(source)), itm_labels].mean()), abs=1e-4)
         # WPA: exact EMD (POT) between image tokens (CLS dropped) and text tokens (CLS, [SEP] dropped)
-        out = model.mlm.vilt(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels[source])
+        out = model.mlm.vilt(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             pixel_values=pixels[source], pixel_mask=pmask[source])
     h = out.last_hidden_state.numpy().astype(np.float64)
+    patch = CFG.patch_size
     L = batch["input_ids"].shape[1]
     total = 0.0
     for i in range(len(source)):
         n = int(batch["attention_mask"][i].sum())
         text = h[i, 1:n - 1]
-        image = h[i, L + 1:]
+        hh, ww = (int(x) for x in pmask[source[i]].nonzero().max(0).values + 1)
+        image = h[i, L + 1:L + 1 + (hh // patch) * (ww // patch)]  # transformers puts the valid patches first
         cost = 1 - (image / np.linalg.norm(image, axis=1, keepdims=True)) @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T
         d = pot.emd2(np.full(len(image), 1 / len(image)), np.full(len(text), 1 / len(text)), cost)
         total += d if itm_labels[i] == 1 else -d
@@ -299,3 +305,47 @@ def test_resume_is_exact(folder, home, tmp_path):
     b = ViltForMaskedLM.from_pretrained(part, local_files_only=True).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert PT.read_record(part)["history"] == PT.read_record(folder)["history"]
+
+
+def test_mixed_shape_batches_are_padded_and_masked(home):
+    """Images of different shapes share a batch (as in ViLT); padding changes no valid output."""
+    split, batch, tok = _batch(home)
+    shapes = {tuple(split.images[int(j)].shape) for j in batch["image_ids"]}
+    assert len(shapes) > 1
+    seen = torch.cat(split.batches(8, torch.Generator().manual_seed(0))).tolist()
+    assert len(seen) == len(set(seen)) and len(split) - len(seen) <= 1  # each caption once (a lone last one dropped)
+    model = PT.build_model(CFG, len(tok)).eval()
+    with torch.no_grad():
+        out = model.encode(batch)
+        for i in range(len(batch["input_ids"])):
+            img = split.images[int(batch["image_ids"][i])]
+            h, w = img.shape[1:]
+            assert int(batch["pixel_mask"][i].sum()) == h * w
+            assert torch.equal(batch["pixel_values"][i, :, :h, :w], img)
+            n = int(batch["attention_mask"][i].sum())
+            alone = model.encode({"input_ids": batch["input_ids"][i:i + 1, :n],
+                                  "attention_mask": batch["attention_mask"][i:i + 1, :n],
+                                  "pixel_values": img[None]})
+            assert torch.allclose(out.pooler_output[i], alone.pooler_output[0], atol=1e-5)
+            valid = out.token_masks["image"][i].bool()
+            assert int(valid.sum()) == (h // CFG.patch_size) * (w // CFG.patch_size)
+            assert torch.allclose(out.tokens["image"][i][valid], alone.tokens["image"][0], atol=1e-5)
+
+
+def test_backbone_load_is_quiet_about_the_mlm_head_only(folder, tmp_path):
+    """The MLM head of a pretraining checkpoint is dropped silently; a missing backbone weight warns."""
+    import shutil
+    import warnings
+
+    from safetensors.torch import load_file, save_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_vilt(str(folder))
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    weights = load_file(broken / "model.safetensors")
+    gone = next(k for k in weights if "pooler" in k)
+    save_file({k: v for k, v in weights.items() if k != gone}, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match="missing"):
+        load_vilt(str(broken))

@@ -265,3 +265,24 @@ def test_resume_is_exact_when_training_draws_random_numbers(hm_dir, tmp_path, mo
     assert resumed["d_trajectory"] == full["d_trajectory"]
     assert resumed["metrics"] == full["metrics"]
     assert resumed["distances"] == full["distances"]
+
+
+def test_run_key_follows_the_backbone_content_not_its_path(tmp_path):
+    """A local backbone folder enters the run key by its content: a copy elsewhere keys the same,
+    changed weights key differently."""
+    import shutil
+
+    from wma_core.train import model_identity
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "config.json").write_text('{"hidden_size": 8}')
+    (a / "model.safetensors").write_bytes(b"\x00" * 64)
+    b = tmp_path / "elsewhere" / "b"
+    shutil.copytree(a, b)
+    assert model_identity(str(a)) == model_identity(str(b)) and model_identity(str(a)).startswith("folder:")
+    (b / "model.safetensors").write_bytes(b"\x01" * 64)
+    assert model_identity(str(a)) != model_identity(str(b))
+    (a / "pretrain.json").write_text('{"key": "abc123"}')
+    assert model_identity(str(a)) == "pretrained:abc123"
+    assert model_identity("tiny") == "tiny" and model_identity("dandelin/vilt-b32-mlm") == "dandelin/vilt-b32-mlm"

@@ -370,6 +370,39 @@ class WMAClassifier(nn.Module):
         return self.head(out.pooler_output), out
 
 
+#: Heads of ViLT checkpoints that the backbone leaves out on purpose (MLM, ITM, VQA, ...).
+_HEAD_PREFIXES = ("mlm_score.", "itm_score.", "classifier.", "vqa_classifier.", "nlvr2_classifier.", "rank_output.")
+
+
+def _backbone_from_pretrained(name: str, **kwargs) -> ViltModel:
+    """``ViltModel.from_pretrained`` that is quiet about the heads of a pretraining checkpoint
+    (``ViltForMaskedLM``'s ``mlm_score``: dropped by design) and loud about anything else: a
+    backbone weight missing from the checkpoint, or an unexpected key that is not a known head,
+    is a warning naming the keys."""
+    import logging as _logging
+
+    from transformers.utils import logging as tlogging
+
+    tlog = _logging.getLogger("transformers")
+    level, bars = tlog.level, tlogging.is_progress_bar_enabled()
+    tlog.setLevel(_logging.ERROR)
+    tlogging.disable_progress_bar()  # a bar per load of a 4 MB checkpoint says nothing
+    try:
+        vilt, info = ViltModel.from_pretrained(name, output_loading_info=True, **kwargs)
+    finally:
+        tlog.setLevel(level)
+        if bars:
+            tlogging.enable_progress_bar()
+    odd = [k for k in info.get("unexpected_keys", []) if not k.startswith(_HEAD_PREFIXES)]
+    missing = list(info.get("missing_keys", []))
+    if missing or odd or info.get("mismatched_keys"):
+        import warnings
+
+        warnings.warn(f"{name}: backbone weights missing {missing[:8]}, unexpected {odd[:8]}, "
+                      f"mismatched {list(info.get('mismatched_keys', []))[:8]}", stacklevel=3)
+    return vilt
+
+
 def load_vilt(
     name_or_path: str = "tiny",
     *,
@@ -404,5 +437,5 @@ def load_vilt(
 
             # a folder loads with local_files_only; a hub name not cached fails at once when offline
             # (CheckpointError, an OSError saying what to do)
-            vilt = load(ViltModel.from_pretrained, name_or_path, what="ViLT weights", **overrides)
+            vilt = load(_backbone_from_pretrained, name_or_path, what="ViLT weights", **overrides)
         return WMAVilt(vilt, feature_dims, feature_len, patch_order, drop_sep, attn)

@@ -63,6 +63,7 @@ IGNORE = -100  # label of tokens MLM does not predict (cross_entropy's ignore_in
 DONE = "pretrain.json"
 LAST = "last.pt"
 ITM_HEAD = "itm_head.pt"
+EPOCH_EVAL_BATCHES = 4  # the per-epoch held-out curve reads the first 4 x 64 held-out captions
 _CODE = (
     Path(__file__).resolve().parent / "pretrain.py",
     Path(__file__).resolve().parent / "model.py",
@@ -86,6 +87,8 @@ class PretrainConfig:
         mlm_prob: share of text tokens MLM predicts; itm_neg: share of swapped images.
         wpa_weight: weight of the word-patch alignment loss; ot_iters: IPOT iterations.
         seed: initialisation, data order, masks and swaps.
+        eval_epochs: evaluate on part of the held-out split after every epoch (the chapter's
+            curves; the full split is evaluated at the end).
         attn: ``"sdpa"`` or ``"eager"`` attention.
     """
 
@@ -96,7 +99,7 @@ class PretrainConfig:
     max_text_len: int = 40
     vocab_size: int = 2000
     arch: dict = field(default_factory=lambda: {k: v for k, v in TINY_CONFIG.items() if k != "vocab_size"})
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -108,6 +111,7 @@ class PretrainConfig:
     ot_iters: int = 50
     seed: int = 0
     attn: str = "sdpa"
+    eval_epochs: bool = True
 
 
 SCALES = {
@@ -190,31 +194,30 @@ class CaptionSplit:
         return len(self.input_ids)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Caption indices per batch; every batch holds one image shape (no padding).
-
-        With ``generator``: shuffled captions, then shuffled batch order; without: file order.
-        """
+        """Caption indices per batch. Images of every kind and shape share a batch, as in ViLT
+        (a batch's images are padded to its largest one, :meth:`batch`), so that a swapped image
+        is a random one of the corpus. With ``generator``: shuffled captions; without: file
+        order. Batches of one caption are dropped (ITM needs another image)."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        shapes = {}
-        for i in order.tolist():
-            shapes.setdefault(tuple(self.images[int(self.image_index[i])].shape), []).append(i)
-        out = []
-        for idx in shapes.values():
-            out += [torch.tensor(idx[k:k + batch_size]) for k in range(0, len(idx), batch_size)]
-        out = [b for b in out if len(b) >= 2]
-        if generator is not None:
-            out = [out[k] for k in torch.randperm(len(out), generator=generator).tolist()]
-        return out
+        out = [order[k:k + batch_size] for k in range(0, n, batch_size)]
+        return [b for b in out if len(b) >= 2]
 
     def batch(self, idx: torch.Tensor) -> dict:
+        """``input_ids``/``attention_mask`` [B, L] (trailing padding cut), ``pixel_values`` uint8
+        [B, 3, H, W] zero-padded to the batch's largest image, ``pixel_mask`` [B, H, W] (1 on
+        pixels), ``image_ids`` [B]."""
         mask = self.attention_mask[idx]
-        length = max(int(mask.sum(1).max()), 1)  # trailing padding common to the batch is cut
-        return {
-            "input_ids": self.input_ids[idx, :length], "attention_mask": mask[:, :length],
-            "pixel_values": torch.stack([self.images[int(self.image_index[i])] for i in idx]),
-            "image_ids": self.image_index[idx],
-        }
+        length = max(int(mask.sum(1).max()), 1)
+        imgs = [self.images[int(self.image_index[i])] for i in idx]
+        H, W = max(im.shape[1] for im in imgs), max(im.shape[2] for im in imgs)
+        pixels = torch.zeros(len(imgs), 3, H, W, dtype=imgs[0].dtype)
+        pmask = torch.zeros(len(imgs), H, W, dtype=torch.long)
+        for k, im in enumerate(imgs):
+            pixels[k, :, :im.shape[1], :im.shape[2]] = im
+            pmask[k, :im.shape[1], :im.shape[2]] = 1
+        return {"input_ids": self.input_ids[idx, :length], "attention_mask": mask[:, :length],
+                "pixel_values": pixels, "pixel_mask": pmask, "image_ids": self.image_index[idx]}
 
 
 # -- the three objectives --------------------------------------------------------------------
@@ -270,10 +273,13 @@ class Pretrainer(nn.Module):
         nn.init.normal_(self.itm.weight, std=mlm.config.initializer_range)
         nn.init.zeros_(self.itm.bias)
 
-    def encode(self, batch: dict, input_ids=None, pixel_values=None, perturbation=None, sample_ids=None):
+    def encode(self, batch: dict, input_ids=None, source=None, perturbation=None, sample_ids=None):
+        """The backbone on ``batch``; ``source`` [B]: sample i sees the image of sample source[i]."""
+        pixels, pmask = batch["pixel_values"], batch.get("pixel_mask")
+        if source is not None:
+            pixels, pmask = pixels[source], None if pmask is None else pmask[source]
         return self.backbone(input_ids=batch["input_ids"] if input_ids is None else input_ids,
-                             attention_mask=batch["attention_mask"],
-                             pixel_values=batch["pixel_values"] if pixel_values is None else pixel_values,
+                             attention_mask=batch["attention_mask"], pixel_values=pixels, pixel_mask=pmask,
                              perturbation=perturbation, sample_ids=sample_ids)
 
     def mlm_logits(self, out, length: int) -> torch.Tensor:
@@ -290,7 +296,7 @@ class Pretrainer(nn.Module):
         mlm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE) \
             if n_mlm else logits.sum() * 0.0
         source, itm_labels = swap_images(batch["image_ids"], generator, cfg.itm_neg)
-        out = self.encode(batch, pixel_values=batch["pixel_values"][source])
+        out = self.encode(batch, source=source)
         itm_logits = self.itm(out.pooler_output)
         itm = F.cross_entropy(itm_logits, itm_labels)
         D = ot_distance(out.tokens["image"], out.tokens["text"], out.token_masks["image"], out.token_masks["text"],
@@ -407,9 +413,17 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
             bar.update(1)
             bar.set_postfix(mlm=f"{row['mlm']:.2f}", itm=f"{row['itm']:.2f}", wpa=f"{row['wpa']:.3f}")
         n = max(1, sums.pop("n"))
-        state["epochs"].append({"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": sched.get_last_lr()[0]})
-        state["epoch"] = epoch + 1
+        row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
         state["train_seconds"] += time.perf_counter() - t0
+        if cfg.eval_epochs:  # held-out curve (fixed seeds: the training RNG streams are untouched)
+            t1 = time.perf_counter()
+            with torch.random.fork_rng(devices=[]):
+                held = evaluate(model, dev, tok, cfg, max_batches=EPOCH_EVAL_BATCHES)
+            row.update({f"dev_{k}": held[k] for k in ("itm_accuracy", "mlm_accuracy_with_image",
+                                                       "mlm_accuracy_without_image", "d_matched", "d_mismatched")})
+            state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - t1
+        state["epochs"].append(row)
+        state["epoch"] = epoch + 1
         done_now += 1
         ck.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                  "gen": gen.get_state(), "rng": ck.rng_state(), "state": ck.plain(state)}, out / LAST)
@@ -430,7 +444,7 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
         "history": {"steps": state["steps"], "epochs": state["epochs"]},
         "metrics": metrics, "random_init_metrics": random_metrics,
         "timings": {"corpus_seconds": t_corpus, "train_seconds": state["train_seconds"],
-                    "eval_seconds": time.perf_counter() - t0,
+                    "eval_seconds": time.perf_counter() - t0, "epoch_eval_seconds": state.get("eval_seconds", 0.0),
                     "steps": len(state["steps"]), "threads": torch.get_num_threads(),
                     "load_average": list(os.getloadavg())},
         "n_params": sum(p.numel() for p in model.mlm.parameters()),
@@ -450,7 +464,8 @@ def grounded_words() -> dict[str, tuple[str, ...]]:
 
 
 @torch.no_grad()
-def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, batch_size: int = 64) -> dict:
+def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, batch_size: int = 64,
+             max_batches: int | None = None) -> dict:
     """Held-out metrics of a pretrainer.
 
     - ``itm_accuracy``: matched / not matched, half the images swapped (fixed seed);
@@ -458,6 +473,8 @@ def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, b
       once, predicted with the image and with the image missing (its embedding features set to
       zero, :mod:`wma_core.perturb`);
     - ``d_matched``, ``d_mismatched``: mean WPA distance of matched and swapped pairs.
+
+    ``max_batches``: only the first batches of the split (the per-epoch curve).
     """
     model.eval()
     words = grounded_words()
@@ -467,11 +484,13 @@ def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, b
     n_itm = n_ok = 0
     d_pos, d_neg = [], []
     hits = {(kind, img): [0, 0] for kind in words for img in ("with", "without")}
-    for idx in split.batches(batch_size):
+    for k, idx in enumerate(split.batches(batch_size)):
+        if max_batches is not None and k >= max_batches:
+            break
         b = split.batch(idx)
         B = len(idx)
         source, labels = swap_images(b["image_ids"], gen, cfg.itm_neg)
-        out = model.encode(b, pixel_values=b["pixel_values"][source])
+        out = model.encode(b, source=source)
         n_ok += int((model.itm(out.pooler_output).argmax(1) == labels).sum())
         n_itm += B
         D = ot_distance(out.tokens["image"], out.tokens["text"], out.token_masks["image"], out.token_masks["text"],

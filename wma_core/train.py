@@ -141,7 +141,33 @@ def run_config(cfg: TrainConfig) -> dict:
     d["method"] = cfg.method
     d["data"] = manifest_digest(cfg.data_dir)
     d["code"] = code_digest()
+    d["model"] = model_identity(cfg.model)
     return d
+
+
+def model_identity(model: str) -> str:
+    """What a run's key records of its backbone: a hub name or ``"tiny"`` as it is; a local
+    folder by its content, not its path (so a moved or re-cloned data home keeps its records):
+    ``"pretrained:<key>"`` for a checkpoint of :mod:`wma_core.pretrain` (its key covers its
+    configuration and code), else ``"folder:<sha256 of its config, weights and tokenizer files>"``."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    done = folder / "pretrain.json"
+    if done.is_file():
+        import json
+
+        key = json.loads(done.read_text(encoding="utf-8")).get("key")
+        if isinstance(key, str) and key:
+            return f"pretrained:{key}"
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin", ".txt", ".model")):
+            h.update(f.name.encode())
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return f"folder:{h.hexdigest()[:16]}"
 
 
 def seed_everything(seed: int) -> None:
@@ -512,6 +538,7 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
     record = {
         "key": key,
         "config": rcfg,
+        "model_path": cfg.model,  # where the backbone was read (the key holds its identity)
         "d0": state["d0"],
         # WMA's target beta*D0 per pair against the largest reachable D (losses.D_MAX); {} for the baseline
         "target_feasible": feasible,
