@@ -73,7 +73,7 @@ from IPython.display import display
 from myst_nb import glue
 
 from data_prep.dataset import read_manifest
-from wma_core import figures, report
+from wma_core import chapters, figures, report
 from wma_core.experiments import chapter_alpha, get_profile, method_configs, prepare_data, results_dir
 from wma_core.sweep import run_trials
 
@@ -124,16 +124,10 @@ display(figures.show_table(figures.runs_table(records), caption="Training runs o
 
 # %%
 wma = {"method": "wma", "alpha": alpha, "beta": beta, "target": "init"}
-cmp1 = report.comparison(runs, DATASET, a={"method": "baseline"}, b=wma, paper_table=1)
-ep1 = report.endpoints(runs, DATASET, a={"method": "baseline"}, b=wma, paper_table=1)
-display(figures.endpoints_table(ep1, a_label="baseline", b_label="WMA",
-                                caption=f"MM-IMDb, Table 1, primary endpoints: baseline vs WMA (α={alpha:g}, β={beta:g})"))
-display(figures.comparison_table(cmp1, a_label="baseline", b_label="WMA",
-                                 caption=f"MM-IMDb, Table 1: baseline vs WMA (α={alpha:g}, β={beta:g}), every test case"))
-for key, value in figures.headline_glue(cmp1, endpoints=ep1).items():
-    glue(key, value, display=False)
-if figures.collapse_note(cmp1, ep1):
-    display(Markdown(figures.collapse_note(cmp1, ep1)))
+t1 = chapters.comparison_section(runs, DATASET, a={"method": "baseline"}, b=wma, paper_table=1,
+                                a_label="baseline", b_label="WMA", title="MM-IMDb, Table 1",
+                                detail=f"baseline vs WMA (α={alpha:g}, β={beta:g})")
+cmp1 = t1.cmp
 
 # %% tags=["hide-input", "remove-output"]
 publish(figures.comparison_figure(cmp1, a="baseline", b="wma", title=f"MM-IMDb: baseline vs WMA (α={alpha:g}, β={beta:g})"), "fig_table1")
@@ -157,16 +151,10 @@ publish(figures.comparison_figure(cmp1, a="baseline", b="wma", title=f"MM-IMDb: 
 # ## Table 2: minimise OT vs WMA
 
 # %%
-cmp2 = report.comparison(runs, DATASET, a={"method": "min_ot"}, b=wma, paper_table=2)
-ep2 = report.endpoints(runs, DATASET, a={"method": "min_ot"}, b=wma, paper_table=2)
-display(figures.endpoints_table(ep2, a_label="min-OT", b_label="WMA",
-                                caption=f"MM-IMDb, Table 2, primary endpoints: minimise OT vs WMA"))
-display(figures.comparison_table(cmp2, a_label="min-OT", b_label="WMA",
-                                 caption=f"MM-IMDb, Table 2: minimise OT (α=1, β=0) vs WMA (α={alpha:g}, β={beta:g}), every test case"))
-for key, value in figures.headline_glue(cmp2, prefix="t2_", endpoints=ep2, a_label="min-OT").items():
-    glue(key, value, display=False)
-if figures.collapse_note(cmp2, ep2, a_label="min-OT"):
-    display(Markdown(figures.collapse_note(cmp2, ep2, a_label="min-OT")))
+t2 = chapters.comparison_section(runs, DATASET, a={"method": "min_ot"}, b=wma, paper_table=2,
+                                a_label="min-OT", b_label="WMA", title="MM-IMDb, Table 2", prefix="t2_",
+                                detail=f"minimise OT (α=1, β=0) vs WMA (α={alpha:g}, β={beta:g})")
+cmp2 = t2.cmp
 
 # %% tags=["hide-input", "remove-output"]
 publish(figures.comparison_figure(cmp2, a="min_ot", b="wma", title=f"MM-IMDb: minimise OT vs WMA"), "fig_table2")

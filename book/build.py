@@ -631,10 +631,11 @@ def main(argv=None) -> int:
         if any(n in TRAINING for n in names):
             t_pretrain = pretrain_step(args.scale, args.timeout or None)
         if args.executor == "ray" and any(n in TRAINING for n in names):
+            t_ray = time.perf_counter()
             head = RayHead(args.jobs)
             os.environ.update(head.env)
             os.environ["RAY_ADDRESS"] = head.address
-            print(f"[build] Ray at {head.address} ({args.jobs} CPUs, {time.perf_counter() - t0:.0f} s to start)", flush=True)
+            print(f"[build] Ray at {head.address} ({args.jobs} CPUs, {time.perf_counter() - t_ray:.0f} s to start)", flush=True)
         results = run_notebooks(names, params, executed, args.jobs, args.timeout or None, args.idle_timeout)
     except KeyboardInterrupt:
         print("[build] interrupted: finished training runs are in the results store, a rebuild resumes", flush=True)

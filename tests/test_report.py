@@ -315,3 +315,10 @@ def test_paper_grid_summary_known_facts_and_exclusions():
     assert set(EXCLUDED) == {("mosei", "text_missing"), ("mosei", "video_missing")}
     # the selected cell is Table 1's WMA row everywhere else
     assert np.allclose(s["selected_gain"], s["table1_gain"], atol=1e-9)
+
+
+def test_p_values_print_small_and_undefined_honestly():
+    from wma_core.figures import p_text
+
+    assert p_text(0.0004) == "< 0.001" and p_text(0.0) == "< 0.001"
+    assert p_text(0.0123) == "0.012" and p_text(float("nan")) == "–" and p_text(None) == "–"

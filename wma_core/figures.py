@@ -197,6 +197,13 @@ def _shade_verdict(v) -> str:
     return f"background-color: {VERDICT_COLORS[verdict_category(v)]}"
 
 
+def p_text(p) -> str:
+    """A p-value for a table: 3 decimals, ``< 0.001`` below that, ``–`` when undefined (NaN)."""
+    if p is None or p != p:
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def comparison_table(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", caption: str | None = None,
                      paper: bool = True, dataset_column: bool = False):
     """:func:`comparison_frame` styled: p-values to 3 digits, the verdict cells shaded by category.
@@ -206,7 +213,7 @@ def comparison_table(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
     df = comparison_frame(cmp, a_label=a_label, b_label=b_label, paper=paper)
     if dataset_column and "dataset" in cmp.columns:
         df.insert(0, "dataset", [DATASET_LABELS.get(d, d) for d in cmp["dataset"]])
-    sty = show_table(df, caption=caption, precision=3)
+    sty = show_table(df, caption=caption, precision=3).format(p_text, subset=["p (paired t)", "p (Holm)"])
     return sty.map(_shade_verdict, subset=["verdict"])
 
 
@@ -237,7 +244,7 @@ def endpoints_frame(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str
 def endpoints_table(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", caption: str | None = None):
     """:func:`endpoints_frame` styled, verdicts shaded by category."""
     sty = show_table(endpoints_frame(ep, a_label=a_label, b_label=b_label), caption=caption, precision=3)
-    return sty.map(_shade_verdict, subset=["verdict"])
+    return sty.format(p_text, subset=["p (paired t)"]).map(_shade_verdict, subset=["verdict"])
 
 
 def data_summary(manifest: dict, profile=None) -> pd.DataFrame:

@@ -1,0 +1,66 @@
+"""The shared sections of the four dataset chapters (study layer).
+
+Every dataset chapter (02-05) compares two methods twice: baseline against WMA (the paper's
+Table 1) and minimise-OT against WMA (Table 2). One section of a chapter is the same sequence
+of calls each time, so it lives here once:
+
+- :func:`report.comparison` (every test case) and :func:`report.endpoints` (the three primary
+  endpoints) of method ``b`` against method ``a``;
+- the primary-endpoint table, then the every-test-case table, with captions naming the dataset;
+- the texts that the chapter's narrative reads with ``{glue:text}`` (:func:`figures.headline_glue`);
+- the collapsed-run note, when a run collapsed (:func:`figures.collapse_note`).
+
+The figure of the section is published by the chapter itself, in a cell whose input and output
+the book hides (the numbered ``{glue:figure}`` shows it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from . import figures, report
+
+
+@dataclass
+class Section:
+    """One comparison of a chapter: ``cmp`` per test case, ``ep`` per primary endpoint,
+    ``glue`` the texts glued (already glued when shown)."""
+
+    cmp: pd.DataFrame
+    ep: pd.DataFrame
+    glue: dict
+
+
+def comparison_section(runs: pd.DataFrame, dataset: str, *, a: dict, b: dict, paper_table: int,
+                       a_label: str, b_label: str, title: str, detail: str, prefix: str = "",
+                       show: bool = True) -> Section:
+    """Compute one comparison section and (with ``show``) display and glue it.
+
+    Args:
+        runs: :func:`wma_core.report.records_frame` of the chapter's records.
+        a, b: method filters (``{"method": "baseline"}``, ``{"method": "wma", "alpha": ..., ...}``).
+        paper_table: 1 (against the baseline) or 2 (against minimise-OT).
+        a_label, b_label: how tables and texts name the two methods.
+        title: the caption's head, e.g. ``"Hateful Memes, Table 1"``.
+        detail: what is compared, e.g. ``"baseline vs WMA (α=1, β=2)"``.
+        prefix: prefix of the glue keys (``"t2_"`` for Table 2).
+    """
+    cmp = report.comparison(runs, dataset, a=a, b=b, paper_table=paper_table)
+    ep = report.endpoints(runs, dataset, a=a, b=b, paper_table=paper_table)
+    texts = figures.headline_glue(cmp, prefix=prefix, endpoints=ep, a_label=a_label, b_label=b_label)
+    if show:
+        from IPython.display import Markdown, display
+        from myst_nb import glue
+
+        display(figures.endpoints_table(ep, a_label=a_label, b_label=b_label,
+                                        caption=f"{title}, primary endpoints: {detail}"))
+        display(figures.comparison_table(cmp, a_label=a_label, b_label=b_label,
+                                         caption=f"{title}: {detail}, every test case"))
+        for key, value in texts.items():
+            glue(key, value, display=False)
+        note = figures.collapse_note(cmp, ep, a_label=a_label, b_label=b_label)
+        if note:
+            display(Markdown(note))
+    return Section(cmp, ep, texts)
