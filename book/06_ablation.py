@@ -54,7 +54,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from wma_core import figures, report
-from wma_core.experiments import DATASETS, PAPER_SELECTED, method_configs, prepare_data, results_dir
+from wma_core.experiments import DATASETS, chapter_selection, method_configs, prepare_data, results_dir
 from wma_core.sweep import run_trials
 
 NB = "06_ablation"
@@ -62,7 +62,7 @@ publish = figures.Publisher(NB)
 datasets = list(datasets or DATASETS)
 configs = []
 for ds in datasets:
-    a, b = PAPER_SELECTED[ds]
+    a, b = chapter_selection(ds, scale)  # the dataset chapter's WMA
     data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds), model=model)
     # baseline, WMA (init target), minimise OT, and WMA with the batch target
     configs += method_configs(ds, data_dir, scale, alpha=a, beta=b, min_ot_alpha=min_ot_alpha, batch_target=True,
@@ -81,7 +81,7 @@ print(f"{len(records)} runs over {len(datasets)} datasets")
 # %%
 t2 = []
 for ds in datasets:
-    a, b = PAPER_SELECTED[ds]
+    a, b = chapter_selection(ds, scale)  # the dataset chapter's WMA
     cmp = report.comparison(runs, ds, a={"method": "min_ot"}, b={"method": "wma", "alpha": a, "beta": b, "target": "init"}, paper_table=2)
     t2.append(cmp.assign(dataset=ds))
 t2 = pd.concat(t2, ignore_index=True)
@@ -111,7 +111,7 @@ if figures.collapse_note(t2, a_label="min-OT"):
 # %%
 tm = []
 for ds in datasets:
-    a, b = PAPER_SELECTED[ds]
+    a, b = chapter_selection(ds, scale)  # the dataset chapter's WMA
     sel = {"method": "wma", "alpha": a, "beta": b}
     cmp = report.comparison(runs, ds, a={**sel, "target": "init"}, b={**sel, "target": "batch"}, paper_table=2)
     tm.append(cmp.assign(dataset=ds))
@@ -133,7 +133,7 @@ for ds in DATASETS:
         publish(figures.placeholder(f"{name} was not part of this execution"), f"fig_methods_{ds}")
         publish(figures.placeholder(f"{name} was not part of this execution"), f"fig_targets_{ds}")
         continue
-    a, b = PAPER_SELECTED[ds]
+    a, b = chapter_selection(ds, scale)  # the dataset chapter's WMA
     summary = figures.method_summary(runs, ds, {
         "baseline": {"method": "baseline"},
         "minimise OT": {"method": "min_ot"},

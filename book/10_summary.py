@@ -48,23 +48,26 @@ from IPython.display import display
 from myst_nb import glue
 
 from wma_core import figures, paper_grids, report
-from wma_core.experiments import DATASETS, PAPER_SELECTED, get_profile, prepare_data, results_dir
-from wma_core.train import code_digest
+from wma_core.experiments import DATASETS, PAPER_SELECTED, chapter_selection, get_profile, prepare_data, resolve_model, results_dir
+from wma_core.train import code_digest, model_identity
 
 NB = "10_summary"
 publish = figures.Publisher(NB)
 profile = get_profile(scale)
 runs = {}
+backbone = model_identity(resolve_model(model, scale))
 for ds in DATASETS:
     data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds), model=model)
-    runs[ds] = report.runs_frame(results_dir(), data_dir=data_dir, code=code_digest())
+    # this backbone's runs only: UR-FUNNY's and MOSEI's prepared data do not depend on the model,
+    # so the random-initialisation baselines of the pretraining chapter share their folder
+    runs[ds] = report.runs_frame(results_dir(), data_dir=data_dir, code=code_digest(), model=backbone)
 scale_text = f"{scale} scale, model {model or profile.model}, {len(profile.seeds)} seeds per method"
 print(scale_text, {ds: r["key"].nunique() for ds, r in runs.items()})
 
 
 # %%
 def wma_of(ds):
-    a, b = PAPER_SELECTED[ds]
+    a, b = chapter_selection(ds, scale)  # the dataset chapter's WMA
     return {"method": "wma", "alpha": a, "beta": b, "target": "init"}
 
 

@@ -130,3 +130,15 @@ def test_dataset_defaults_are_the_papers_choice(name, dataset):
     for p in ("scale", "data_root", "model", "seeds", "device", "lr", "epochs", "executor", "address"):
         assert p in values, f"{name} lacks the parameter {p}"
     assert values["scale"] == "default" and values["data_root"] is None and values["model"] is None
+
+
+def test_ablation_and_summary_compare_with_the_chapters_wma():
+    """06 and 10 read WMA at the dataset chapter's (α, β), not at the paper's unscaled α."""
+    from wma_core.experiments import chapter_selection
+
+    for ds, (a, b) in PAPER_SELECTED.items():
+        assert chapter_selection(ds, "default") == (chapter_alpha(ds, "default"), b)
+        assert chapter_selection(ds, "paper") == (a, b)
+    for name in ("06_ablation", "10_summary"):
+        src = (BOOK / f"{name}.py").read_text()
+        assert "chapter_selection(ds, scale)" in src and "a, b = PAPER_SELECTED[ds]" not in src

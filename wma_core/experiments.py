@@ -126,6 +126,12 @@ def chapter_alpha(dataset: str, scale: str, alpha: float | None = None) -> float
     return float(f"{a * prof.max_first_step_ratio / rho:.2g}")
 
 
+def chapter_selection(dataset: str, scale: str) -> tuple[float, float]:
+    """``(α, β)`` of WMA in a dataset's chapter and wherever the book compares with it (the
+    ablation, the summary): :func:`chapter_alpha` and the paper's β."""
+    return chapter_alpha(dataset, scale), float(PAPER_SELECTED[dataset][1])
+
+
 #: The paper's search grids (§4.1; Tables 4-5 also use α = 6 and 8).
 PAPER_ALPHAS = (0.1, 0.2, 1.0, 5.0)
 PAPER_BETAS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 4.0, 6.0, 10.0)
