@@ -88,8 +88,8 @@ publish(figures.pretraining_curves(S.loss_curves(folder), epochs), "pretraining_
 # ```{glue:figure} pretraining_losses
 # :name: fig-pretraining-losses
 #
-# Left: the three pretraining losses per step (thin: each step; thick: smoothed): masked
-# language modelling, image–text matching and word–patch alignment. Right: per epoch, on the
+# The three pretraining losses per step (thin: each step; thick: smoothed): masked
+# language modelling, image–text matching and word–patch alignment. Bottom right: per epoch, on the
 # first 256 held-out captions, image–text matching accuracy and the accuracy of masked colour
 # and shape words with the image and with the image missing.
 # ```
@@ -112,7 +112,9 @@ display(figures.show_table(held_out.reset_index(names="metric"), caption="Held-o
 #
 # On the test split of the Hateful Memes and MM-IMDb twins, tokenised with the checkpoint's
 # tokenizer: the mean OT distance between each text and its own image, and between each text and
-# the next sample's image. Under random weights the two are the same; pretraining opens a gap.
+# the next sample's image. Under random weights the two are the same. A gap under the pretrained
+# weights would mean that the alignment learnt on the corpus tells a twin's own image from
+# another one; where the gap stays near zero, it does not (the twins' captions name no tiles).
 
 # %%
 gap = S.twin_gap(folder, gap_datasets, scale)

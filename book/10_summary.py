@@ -42,7 +42,7 @@ scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (
 data_roots: Optional[dict] = None  # {dataset: raw folder} (needed at scale "paper"); None: the synthetic twins
 model: Optional[str] = None  # None: the profile's; the model the chapters ran (its tokenizer prepared the data)
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 from IPython.display import display
 from myst_nb import glue
@@ -65,7 +65,7 @@ scale_text = f"{scale} scale, model {model or profile.model}, {len(profile.seeds
 print(scale_text, {ds: r["key"].nunique() for ds, r in runs.items()})
 
 
-# %%
+# %% tags=["hide-input"]
 def wma_of(ds):
     a, b = chapter_selection(ds, scale)  # the dataset chapter's WMA
     return {"method": "wma", "alpha": a, "beta": b, "target": "init"}
@@ -100,15 +100,14 @@ avg = pd.DataFrame([{"claim": f"average relative gain, {r.endpoint} (paper: {r.p
 # Four datasets times three primary endpoints (normal; mean over the noise cases; mean over the
 # missing-modality cases). Gains are seed-paired, positive = WMA better (MOSEI's MAE flipped).
 
-# %%
+# %% tags=["hide-input"]
 def claims_table(df, caption):
     show = df.assign(**{
         "ours [95% CI]": [figures._fmt_gain(g, lo, hi) if not str(v).startswith("collapsed") else "collapsed run"
                           for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
-        "scale": scale_text,
-    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence", "scale"]]
+    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]]
     show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
-    sty = figures.show_table(show, caption=caption, precision=3)
+    sty = figures.show_table(show, caption=f"{caption} ({scale_text})", precision=3)
     return sty.map(figures._shade_verdict, subset=["verdict"])
 
 
@@ -121,7 +120,7 @@ display(claims_table(t1, "Table 1 claims: WMA vs the baseline, primary endpoints
 #
 # ## Table 2: WMA beats minimise-OT
 
-# %%
+# %% tags=["hide-input"]
 display(claims_table(t2, "Table 2 claims: WMA vs minimise OT (α = 1, β = 0), primary endpoints"))
 
 # %% [markdown]
@@ -134,7 +133,7 @@ display(claims_table(t2, "Table 2 claims: WMA vs minimise OT (α = 1, β = 0), p
 # and 0.7% on the normal test). We pool our relative gains the same way, weighting each dataset by
 # its precision (random effects); a dataset with a collapsed run is left out and named.
 
-# %%
+# %% tags=["hide-input"]
 display(claims_table(avg, "The paper's headline averages: relative gain of WMA over the baseline, pooled over datasets"))
 
 # %% [markdown]
@@ -146,7 +145,7 @@ display(claims_table(avg, "The paper's headline averages: relative gain of WMA o
 # {doc}`07_beta_curve`). Our verdict here: *detected* when at least two datasets have a best cell
 # above the null's 95th percentile, at different β; otherwise *inconclusive*.
 
-# %%
+# %% tags=["hide-input"]
 all_runs = pd.concat([r for r in runs.values() if len(r)], ignore_index=True) if any(len(r) for r in runs.values()) else None
 sel = report.selection_table(all_runs, [ds for ds in DATASETS if len(runs[ds])]) if all_runs is not None else pd.DataFrame()
 paper_sum = paper_grids.grid_summary()

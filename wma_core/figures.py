@@ -1145,14 +1145,15 @@ def pretraining_curves(steps: pd.DataFrame, epochs: pd.DataFrame):
     columns ``mlm``, ``itm``, ``wpa`` and ``*_smooth`` of :func:`wma_core.pretrain_study.loss_curves`)
     and, per epoch, the held-out image-text matching accuracy and masked-word accuracy with and
     without the image (columns ``dev_*`` of ``pretrain.json``'s epoch history)."""
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    fig, grid = plt.subplots(2, 2, figsize=(10, 6.4))
+    axes = grid.ravel()
     for ax, (k, title) in zip(axes, [("mlm", "masked language modelling"), ("itm", "image-text matching"),
                                      ("wpa", "word-patch alignment")]):
         ax.plot(steps.index, steps[k], alpha=0.25, lw=0.8, color="C0")
         ax.plot(steps.index, steps[f"{k}_smooth"], lw=1.8, color="C0")
         ax.set_title(title)
         ax.set_xlabel("step")
-    axes[0].set_ylabel("loss")
+        ax.set_ylabel("loss")
     ax = axes[3]
     cols = [("dev_itm_accuracy", "ITM accuracy"), ("dev_mlm_accuracy_with_image", "masked words, with image"),
             ("dev_mlm_accuracy_without_image", "masked words, image missing")]
@@ -1162,6 +1163,6 @@ def pretraining_curves(steps: pd.DataFrame, epochs: pd.DataFrame):
     ax.set_ylim(0, 1)
     ax.set_xlabel("epoch")
     ax.set_title("held-out accuracy")
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(loc="center right")
     fig.tight_layout()
     return fig
