@@ -349,3 +349,35 @@ def test_backbone_load_is_quiet_about_the_mlm_head_only(folder, tmp_path):
     save_file({k: v for k, v in weights.items() if k != gone}, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.warns(UserWarning, match="missing"):
         load_vilt(str(broken))
+
+
+def test_study_tables_are_computed_once_per_checkpoint_data_and_parameters(tmp_path, monkeypatch):
+    """Chapter 00's tables (twin gap, D0) are cached: the same inputs read the file, other inputs recompute."""
+    import pandas as pd
+
+    from wma_core import pretrain_study as S
+
+    monkeypatch.setenv("WMA_DATA", str(tmp_path / "home"))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "pretrain.json").write_text(json.dumps({"key": "k1"}))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"dataset": "x", "splits": {"train": 3}}))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame([{"dataset": "x", "gap": 0.25, "n": 3}])
+
+    a = S._cached("t", ckpt, {"p": 1}, [data], compute)
+    b = S._cached("t", ckpt, {"p": 1}, [data], compute)
+    assert len(calls) == 1 and b.to_dict(orient="records") == a.to_dict(orient="records") == [{"dataset": "x", "gap": 0.25, "n": 3}]
+    S._cached("t", ckpt, {"p": 2}, [data], compute)
+    assert len(calls) == 2
+    (data / "manifest.json").write_text(json.dumps({"dataset": "x", "splits": {"train": 4}}))
+    S._cached("t", ckpt, {"p": 2}, [data], compute)
+    assert len(calls) == 3
+    (ckpt / "pretrain.json").write_text(json.dumps({"key": "k2"}))
+    S._cached("t", ckpt, {"p": 2}, [data], compute)
+    assert len(calls) == 4

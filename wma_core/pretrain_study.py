@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,28 @@ import torch
 
 from . import pretrain as PT
 from .ot import ot_distance
+from .results import atomic_write_json, config_key
+
+
+def _cached(name: str, folder, params: dict, data_dirs, compute) -> pd.DataFrame:
+    """``compute()`` once per (table, parameters, checkpoint, prepared data, code); later calls
+    read ``<data home>/results/pretrain_study/<key>.json``. The key holds the checkpoint's own
+    key, the manifest digest of every prepared folder the table reads, the method's code digest
+    and this module's source, so any change recomputes the table."""
+    import hashlib
+
+    from .experiments import results_dir
+    from .train import code_digest, manifest_digest
+
+    key = config_key({"table": name, "params": params, "checkpoint": PT.read_record(folder)["key"],
+                      "data": [manifest_digest(d) for d in data_dirs], "code": code_digest(),
+                      "study": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]})
+    path = results_dir() / "pretrain_study" / f"{name}-{key}.json"
+    if path.exists():
+        return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+    df = compute()
+    atomic_write_json(path, df.to_dict(orient="records"))
+    return df
 
 
 def loss_curves(folder, window: int = 20) -> pd.DataFrame:
@@ -74,12 +97,16 @@ def twin_gap(folder, datasets=("hateful_memes", "mmimdb"), scale: str = "default
     from .experiments import prepare_data
     from .model import load_vilt
 
-    rows = []
-    for ds in datasets:
-        data_dir = prepare_data(ds, scale, model=str(folder))
-        for name, model in (("pretrained", load_vilt(str(folder))), ("random init", random_like(folder))):
-            rows.append({"dataset": ds, "weights": name, **pair_gap(model, data_dir)})
-    return pd.DataFrame(rows)
+    dirs = {ds: prepare_data(ds, scale, model=str(folder)) for ds in datasets}
+
+    def compute():
+        rows = []
+        for ds, data_dir in dirs.items():
+            for name, model in (("pretrained", load_vilt(str(folder))), ("random init", random_like(folder))):
+                rows.append({"dataset": ds, "weights": name, **pair_gap(model, data_dir)})
+        return pd.DataFrame(rows)
+
+    return _cached("twin_gap", folder, {"datasets": list(datasets), "scale": scale}, dirs.values(), compute)
 
 
 @torch.no_grad()
@@ -90,13 +117,17 @@ def d0_table(folder, datasets, scale: str = "default", seed: int = 0) -> pd.Data
 
     from .experiments import prepare_data, run_configs
     from .losses import modality_pairs, pair_distances
-    from .train import build_model
+    from .train import build_model, run_config
 
-    rows = []
+    plan = []  # (dataset, weights, data folder, run configuration)
     for ds in datasets:
         for name, model in (("pretrained", str(folder)), ("random init", "tiny")):
             data_dir = prepare_data(ds, scale, model=model)
-            cfg = run_configs(ds, data_dir, scale, seeds=(seed,), model=model)[0]
+            plan.append((ds, name, data_dir, run_configs(ds, data_dir, scale, seeds=(seed,), model=model)[0]))
+
+    def compute():
+        rows = []
+        for ds, name, data_dir, cfg in plan:
             train = PreparedDataset(data_dir, "train")
             task = task_info(train.manifest)
             feature_len = train.arrays[task.modalities[0]].shape[1] if task.feature_dims else 0
@@ -105,7 +136,10 @@ def d0_table(folder, datasets, scale: str = "default", seed: int = 0) -> pd.Data
             _, out = net(batch)
             for pair, (D, valid) in pair_distances(out, modality_pairs(net.modalities)).items():
                 rows.append({"dataset": ds, "weights": name, "pair": pair, "d0": float(D[valid].mean())})
-    return pd.DataFrame(rows)
+        return pd.DataFrame(rows)
+
+    params = {"runs": [config_key(run_config(cfg)) for *_, cfg in plan]}
+    return _cached("d0_table", folder, params, [p[2] for p in plan], compute)
 
 
 def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executor: str = "ray",
