@@ -852,11 +852,15 @@ def beta_curves(ours: dict, paper: dict | None = None, *, metric: str, title: st
         ax.set_title(case_label(case), fontsize=12)
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
+    spare = list(axes.flat[len(cases):])
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=11, bbox_to_anchor=(0.5, -0.01))
+        if spare:  # an empty panel slot: the legend goes there, at full size
+            spare[0].legend(handles, labels, loc="center", fontsize=14, frameon=False)
+        else:
+            fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=13, bbox_to_anchor=(0.5, -0.01))
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 5) if handles else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 5) if handles and not spare else 0, 1, 1))
     return fig
 
 
