@@ -234,7 +234,8 @@ def test_chapter_at_paper_scale_offline(paper_setup, notebook, dataset, n_cases)
 
     for r in recs:
         c = r["config"]
-        assert c["model"] == str(s["model"]) and c["amp"] == "bf16" and c["seed"] == 0 and c["epochs"] == 1
+        assert r["model_path"] == str(s["model"]) and c["model"].startswith("folder:")  # keyed by content
+        assert c["amp"] == "bf16" and c["seed"] == 0 and c["epochs"] == 1
         assert c["batch_size"] == PROFILES["paper"].batch_size[dataset] and c["max_train_samples"] == 16
         assert len(r["metrics"]) == n_cases and r["environment"]["machine"].endswith(f"CPU x{os.cpu_count()}")
         assert all(np.isfinite(v) for v in r["d0"].values())
