@@ -281,6 +281,11 @@ def test_run_key_follows_the_backbone_content_not_its_path(tmp_path):
     b = tmp_path / "elsewhere" / "b"
     shutil.copytree(a, b)
     assert model_identity(str(a)) == model_identity(str(b)) and model_identity(str(a)).startswith("folder:")
+    from wma_core.train import _folder_digest
+
+    hits = _folder_digest.cache_info().hits
+    model_identity(str(a))
+    assert _folder_digest.cache_info().hits == hits + 1  # unchanged files are not read again
     (b / "model.safetensors").write_bytes(b"\x01" * 64)
     assert model_identity(str(a)) != model_identity(str(b))
     (a / "pretrain.json").write_text('{"key": "abc123"}')

@@ -100,9 +100,10 @@ def twin_gap(folder, datasets=("hateful_memes", "mmimdb"), scale: str = "default
     dirs = {ds: prepare_data(ds, scale, model=str(folder)) for ds in datasets}
 
     def compute():
+        models = (("pretrained", load_vilt(str(folder))), ("random init", random_like(folder)))  # once, for every twin
         rows = []
         for ds, data_dir in dirs.items():
-            for name, model in (("pretrained", load_vilt(str(folder))), ("random init", random_like(folder))):
+            for name, model in models:
                 rows.append({"dataset": ds, "weights": name, **pair_gap(model, data_dir)})
         return pd.DataFrame(rows)
 

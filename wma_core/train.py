@@ -24,6 +24,7 @@ Checkpoints hold tensors and plain values only and load with ``weights_only=True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import platform
@@ -149,7 +150,9 @@ def model_identity(model: str) -> str:
     """What a run's key records of its backbone: a hub name or ``"tiny"`` as it is; a local
     folder by its content, not its path (so a moved or re-cloned data home keeps its records):
     ``"pretrained:<key>"`` for a checkpoint of :mod:`wma_core.pretrain` (its key covers its
-    configuration and code), else ``"folder:<sha256 of its config, weights and tokenizer files>"``."""
+    configuration and code), else ``"folder:<sha256 of its config, weights and tokenizer files>"``.
+    A folder's digest is computed once per state of its files (name, size, modification time),
+    since every run key of a sweep asks for it and ViLT-B/32's weights are about 450 MB."""
     folder = Path(model)
     if not folder.is_dir():
         return model
@@ -160,13 +163,23 @@ def model_identity(model: str) -> str:
         key = json.loads(done.read_text(encoding="utf-8")).get("key")
         if isinstance(key, str) and key:
             return f"pretrained:{key}"
+    files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir())
+                  if f.is_file() and f.suffix in _IDENTITY_SUFFIXES)
+    return _folder_digest(str(folder.resolve()), files)
+
+
+_IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
+
+
+@functools.lru_cache(maxsize=32)
+def _folder_digest(folder: str, files: tuple) -> str:
+    """``folder:<sha256>`` of the named files' names and bytes (``files``: the state it is cached by)."""
     h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and (f.suffix in (".json", ".safetensors", ".bin", ".txt", ".model")):
-            h.update(f.name.encode())
-            with f.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+    for name, _, _ in files:
+        h.update(name.encode())
+        with (Path(folder) / name).open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return f"folder:{h.hexdigest()[:16]}"
 
 
