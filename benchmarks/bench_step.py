@@ -35,7 +35,8 @@ share of that rate (``step_share_of_gemm``: model FLOP/s of a step / the best GE
 the CPU's counterpart of MFU. ``--eval-batch`` also times evaluation as
 :func:`wma_core.train.evaluate` runs it (forward under ``inference_mode`` plus the OT
 distances of every pair, at the evaluation batch size) and reports its throughput per sample
-against the training step's (``eval_over_train_samples_per_s``).
+against the training step's (``eval_over_train_samples_per_s``); ``--eval-dtype bf16`` times it
+as the embedded default evaluates on a CPU with native bf16 (``TrainConfig.eval_amp``).
 """
 
 from __future__ import annotations
@@ -285,6 +286,9 @@ def main(argv=None):
                         "(keys <impl>/<loss>@<n>t), to compare 1 job x 2 threads with 2 jobs x 1 thread")
     p.add_argument("--gemm-sizes", type=int, nargs="*", default=[512, 1024, 2048],
                    help="square fp32 GEMMs timed in the same round robin (CPU; none: skip)")
+    p.add_argument("--eval-dtype", default="same", choices=["same", "fp32", "bf16"],
+                   help="autocast of the evaluation pass (TrainConfig.eval_amp; the embedded default uses bf16 "
+                        "where the CPU has it natively)")
     p.add_argument("--eval-batch", type=int, default=256, help="evaluation batch (0: do not time evaluation)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
@@ -347,6 +351,7 @@ def main(argv=None):
         "optimizer": f"AdamW ({args.optimizer})",
         "threads": torch.get_num_threads(),
         "eval_batch": args.eval_batch,
+        "eval_dtype": args.dtype if args.eval_dtype == "same" else args.eval_dtype,
         "ot": {"iters": args.ot_iters, "backend": "triton" if ot_fused.available(probe) else "eager"},
         "timing": {"warmup": args.warmup, "repeats": args.repeats, "clock": "time.perf_counter + synchronize" if gpu else "time.perf_counter"},
         "non_embedding_params": n_params,
@@ -366,7 +371,10 @@ def main(argv=None):
                 res["results"][key] = {"error": f"{type(err).__name__}: {err}"[:2000],
                                        "traceback_tail": traceback.format_exc()[-1500:]}
         if args.eval_batch:
-            steps[f"{impl}/eval"] = prepare_eval(model, args, device, autocast_ctx)
+            eval_bf16 = bf16 if args.eval_dtype == "same" else args.eval_dtype == "bf16"
+            eval_ctx = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if eval_bf16 \
+                else contextlib.nullcontext
+            steps[f"{impl}/eval"] = prepare_eval(model, args, device, eval_ctx)
     base_threads = torch.get_num_threads()
     for n_threads in (args.threads or [])[1:]:
         for key in [k for k in steps if k.endswith(("/baseline", "/wma"))]:

@@ -51,6 +51,8 @@ dpi: int = 76  # resolution of the pre-rendered views embedded in the static pag
 live: Optional[bool] = None  # the live ipywidgets view. None: only in an interactive session (JupyterLab), not under papermill; True/False force it
 
 # %%
+import base64
+
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
@@ -127,9 +129,11 @@ images = {}
 for (ds, a, b), rec in by_cell.items():
     if a == 0 and b != betas[0]:
         continue  # the baseline is stored once, under the first β
-    fig = figures.explorer_panels(rec, by_cell.get((ds, 0.0, betas[0])))
-    images[figures.image_key(ds, a, b)] = figures.fig_to_base64(fig, dpi=dpi)
-    plt.close(fig)
+    base = by_cell.get((ds, 0.0, betas[0]))
+    # drawn once per pair of records: a rebuild from the same records reads the PNG back
+    png = figures.cached_png({"explorer": rec["key"], "baseline": base["key"] if base else None},
+                             lambda: figures.explorer_panels(rec, base), dpi=dpi)
+    images[figures.image_key(ds, a, b)] = base64.b64encode(png).decode("ascii")
 display(HTML(figures.slider_html(images, datasets, {ds: alphas for ds in datasets}, {ds: betas for ds in datasets})))
 
 # %% tags=["hide-input", "remove-output"]

@@ -271,6 +271,8 @@ if len(runs) and runs["train_gflops_per_s"].notna().any():
                 train_gflops_per_s=("train_gflops_per_s", "median"), eval_samples_per_s=("eval_samples_per_s", "median"),
                 eval_gflops_per_s=("eval_gflops_per_s", "median"))
            .reset_index())
+    # a forward pass is about a third of a training step's work: ideally about 3x the samples/s
+    ach["eval / train samples/s"] = ach["eval_samples_per_s"] / ach["train_samples_per_s"]
     if rate:
         per_thread = rate["gflops_per_s"] / max(1, int(rate["threads"] or 1))
         ach["share of GEMM rate per thread"] = ach["train_gflops_per_s"] / (per_thread * ach["threads"].fillna(1))

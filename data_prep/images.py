@@ -20,12 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from transformers.models.vilt.image_processing_pil_vilt import (
-    MAX_LONGER_EDGE,
-    MAX_SHORTER_EDGE,
-    get_resize_output_image_size,
-)
-
 from .checksums import sha256_bytes
 
 # Images with more pixels than this are refused before decoding (PIL's own default limit; the real
@@ -40,6 +34,13 @@ def vilt_output_size(height: int, width: int, image_size: int, patch_size: int) 
     Shorter side -> image_size, longer side capped at int(1333 / 800 * image_size), both rounded,
     then floored to multiples of patch_size (transformers' `get_resize_output_image_size`).
     """
+    # transformers' ViLT module takes 3 s to import: only when an image is resized
+    from transformers.models.vilt.image_processing_pil_vilt import (
+        MAX_LONGER_EDGE,
+        MAX_SHORTER_EDGE,
+        get_resize_output_image_size,
+    )
+
     longer = int(MAX_LONGER_EDGE / MAX_SHORTER_EDGE * image_size)
     shape_only = np.broadcast_to(np.zeros((), np.uint8), (height, width, 3))  # no allocation
     return get_resize_output_image_size(

@@ -451,6 +451,20 @@ def test_classifier_shapes(model, feature_model, n_out):
 
 
 @torch.no_grad()
+def test_head_runs_in_float32_under_bf16_autocast(model):
+    # bf16 logits would tie samples that differ by less than 2^-8 relative, and ties move AUROC
+    clf = WMAClassifier(model, 1).eval()
+    batch = dict(make_batch(12), ids=torch.tensor([0, 1, 2]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, out = clf(batch)
+    assert out.pooler_output.dtype == torch.bfloat16  # the backbone did run in bf16
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, clf.head(out.pooler_output.float()))
+    ref, _ = clf(batch)  # float32 throughout: bf16 moves the logits by the tokens' rounding only
+    torch.testing.assert_close(logits, ref, atol=0.05, rtol=0.05)
+
+
+@torch.no_grad()
 def test_bf16_copy_is_finite(model, feature_model):
     mb = copy.deepcopy(model).to(torch.bfloat16)
     for uint8 in (False, True):

@@ -322,3 +322,27 @@ def test_p_values_print_small_and_undefined_honestly():
 
     assert p_text(0.0004) == "< 0.001" and p_text(0.0) == "< 0.001"
     assert p_text(0.0123) == "0.012" and p_text(float("nan")) == "–" and p_text(None) == "–"
+
+
+def test_cached_png_draws_once_per_key(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from wma_core import figures
+
+    calls = []
+
+    def draw(v=1.0):
+        calls.append(v)
+        fig, ax = plt.subplots(figsize=(2, 1))
+        ax.plot([0, v])
+        return fig
+
+    a = figures.cached_png({"run": "k1"}, draw, cache_dir=tmp_path)
+    b = figures.cached_png({"run": "k1"}, draw, cache_dir=tmp_path)
+    assert a == b and a.startswith(b"\x89PNG") and len(calls) == 1
+    figures.cached_png({"run": "k2"}, lambda: draw(2.0), cache_dir=tmp_path)  # other records: drawn
+    figures.cached_png({"run": "k1"}, draw, dpi=50, cache_dir=tmp_path)  # other resolution: drawn
+    assert calls == [1.0, 2.0, 1.0]
+    for f in tmp_path.glob("*.png"):  # a damaged file is drawn anew, never returned
+        f.write_bytes(b"not a png")
+    assert figures.cached_png({"run": "k1"}, draw, cache_dir=tmp_path) == a and len(calls) == 4

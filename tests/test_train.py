@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wma_core import train as T
-from wma_core.results import ResultsStore
+from wma_core.results import ResultsStore, config_key
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,56 @@ def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
     assert [h["dev_auroc"] for h in rec["history"]] == [0.6, 0.9, 0.7, 0.5]
     best = torch.load(ResultsStore(tmp_path / "s").run_dir(rec["key"]) / "best.pt", weights_only=True)
     assert all(torch.equal(best[k], saved["best"][k]) for k in best)
+
+
+def test_a_tied_dev_metric_goes_to_the_lower_dev_loss(hm_dir, tmp_path, monkeypatch):
+    # a multi-label model sits at macro-F1 0 while it learns the label prior: ties on the metric
+    # with a falling dev loss are progress (best epoch 3), a rising loss is not (stop after 5)
+    scores = iter([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    losses = iter([0.50, 0.40, 0.30, 0.35, 0.31, 0.2, 0.1])
+    real_eval = T.evaluate
+    state = {"training": True}
+
+    def scripted(model, loader, kind, **k):
+        res = real_eval(model, loader, kind, **k)
+        if state["training"] and k.get("perturbation") is None and loader.dataset.split == "dev":
+            res["metrics"]["auroc"], res["loss"] = next(scores), next(losses)
+        return res
+
+    monkeypatch.setattr(T, "evaluate", scripted)
+    rec = T.fit(_cfg(hm_dir, epochs=7, patience=2), tmp_path / "s")
+    assert [h["dev_loss"] for h in rec["history"]] == [0.50, 0.40, 0.30, 0.35, 0.31]
+    assert rec["best_epoch"] == 3
+    assert rec["epochs_run"] == 5
+
+
+def test_evaluate_reports_the_task_loss(hm_dir):
+    # the dev loss of evaluate is the mean BCE of its outputs against sklearn's log loss
+    from sklearn.metrics import log_loss
+
+    from data_prep.dataset import PreparedDataset, make_loader, task_info
+
+    ds = PreparedDataset(hm_dir, "dev")
+    cfg = _cfg(hm_dir)
+    torch.manual_seed(0)
+    model = T.build_model(task_info(ds.manifest), cfg)
+    res = T.evaluate(model, make_loader(ds, 32), "binary")
+    p = 1 / (1 + np.exp(-res["output"].reshape(-1).astype(np.float64)))
+    assert res["loss"] == pytest.approx(log_loss(res["labels"].reshape(-1), p, labels=[0, 1]), rel=1e-5)
+
+
+def test_eval_amp_resolution(hm_dir, monkeypatch):
+    assert T.TrainConfig(amp="bf16").eval_autocast == "bf16"  # "same": as training
+    assert T.TrainConfig(amp=None, eval_amp="bf16").eval_autocast == "bf16"
+    assert T.TrainConfig(amp="bf16", eval_amp=None).eval_autocast is None
+    monkeypatch.setattr(T, "native_bf16", lambda device="auto": False)
+    assert T.resolve_eval_amp("auto", "cpu") is None
+    monkeypatch.setattr(T, "native_bf16", lambda device="auto": True)
+    assert T.resolve_eval_amp("auto", "cpu") == "bf16"
+    assert T.resolve_eval_amp(None, "cpu") is None
+    # the evaluation dtype changes test numbers, so it is part of the run's key
+    key = lambda amp: config_key(T.run_config(_cfg(hm_dir, eval_amp=amp)))  # noqa: E731
+    assert key(None) != key("bf16")
 
 
 def test_schedule_and_weight_decay_groups():

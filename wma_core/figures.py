@@ -95,20 +95,58 @@ class Publisher:
         self.paths: dict[str, Path] = {}
 
     def __call__(self, fig, key: str, *, show: bool = True) -> None:
+        from IPython.display import Image
         from myst_nb import glue
 
-        path = figure_dir(self.notebook) / f"{key}.png"
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-        self.paths[key] = path
-        glue(key, fig, display=show)
+        # drawn once: the PNG file and the glued output are the same bytes (gluing the figure
+        # itself would have the inline backend draw it a second time)
+        png = fig_to_png(fig, dpi=DPI)
         plt.close(fig)
+        path = figure_dir(self.notebook) / f"{key}.png"
+        path.write_bytes(png)
+        self.paths[key] = path
+        glue(key, Image(data=png, format="png"), display=show)
+
+
+def fig_to_png(fig, dpi: int = 72) -> bytes:
+    """The figure as PNG bytes (tight bounding box)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
 
 
 def fig_to_base64(fig, dpi: int = 72) -> str:
     """The figure as a base64 PNG string (for HTML ``<img src="data:image/png;base64,...">``)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(fig_to_png(fig, dpi)).decode("ascii")
+
+
+def cached_png(parts: dict, draw, *, dpi: int = 72, cache_dir: str | Path | None = None) -> bytes:
+    """PNG bytes of ``draw()`` (a function returning a figure), kept under ``cache_dir``
+    (default ``<data home>/results/figure_cache/``) by a key over ``parts`` (what the figure
+    shows: record keys, settings), ``dpi``, this module's source and matplotlib's version, so
+    a rebuild from the same records does not draw it again. A damaged cache file is drawn anew."""
+    import hashlib
+
+    import matplotlib
+
+    from .results import config_key, data_home
+
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    key = config_key({"parts": parts, "dpi": dpi, "code": code, "matplotlib": matplotlib.__version__})
+    folder = Path(cache_dir) if cache_dir is not None else data_home() / "results" / "figure_cache"
+    path = folder / f"{key}.png"
+    if path.is_file():
+        png = path.read_bytes()
+        if png.startswith(b"\x89PNG\r\n\x1a\n"):
+            return png
+    fig = draw()
+    png = fig_to_png(fig, dpi)
+    plt.close(fig)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(png)
+    os.replace(tmp, path)  # readers never see half a file
+    return png
 
 
 # --------------------------------------------------------------------------- tables

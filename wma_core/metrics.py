@@ -11,7 +11,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score
 
 HEADLINE = {"binary": "auroc", "multilabel": "f1_macro", "regression": "mae"}
 GREATER_IS_BETTER = {"auroc": True, "f1_macro": True, "mae": False}
@@ -45,6 +44,8 @@ def compute_metrics(kind: str, y_true: np.ndarray, output: np.ndarray) -> dict:
         output: the model's raw output: logits ``[N]``/``[N, 1]``/``[N, C]``, or predictions
             ``[N]`` for regression.
     """
+    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score  # 1 s to import
+
     y_true = np.asarray(y_true, dtype=np.float64)
     output = np.asarray(output, dtype=np.float64)
     if kind == "binary":

@@ -51,7 +51,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import ViltConfig, ViltForMaskedLM
 
 from . import checkpoint as ck
 from . import perturb as P
@@ -309,6 +308,8 @@ class Pretrainer(nn.Module):
 def build_model(cfg: PretrainConfig, vocab_size: int) -> Pretrainer:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
+        from transformers import ViltConfig, ViltForMaskedLM
+
         mlm = ViltForMaskedLM(ViltConfig(**{**cfg.arch, "vocab_size": vocab_size,
                                             "image_size": cfg.image_size, "patch_size": cfg.patch_size,
                                             "max_position_embeddings": cfg.max_text_len}))
@@ -523,6 +524,8 @@ def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, b
 def load_pretrainer(folder: str | Path) -> Pretrainer:
     """The saved MLM model and ITM head of a checkpoint folder, as a :class:`Pretrainer`."""
     folder = Path(folder)
+    from transformers import ViltForMaskedLM
+
     mlm = ViltForMaskedLM.from_pretrained(folder, local_files_only=True)
     model = Pretrainer(mlm)
     model.itm.load_state_dict(torch.load(folder / ITM_HEAD, map_location="cpu", weights_only=True))
