@@ -112,18 +112,25 @@ def test_same_seed_same_result_and_seed_matters(hm_dir, tmp_path):
     assert c["metrics"] != a["metrics"]
 
 
-def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
-    # dev AUROC sequence 0.6, 0.9, 0.7, 0.5, ...: best epoch 2, stop after `patience` bad epochs
-    scores = iter([0.6, 0.9, 0.7, 0.5, 0.4, 0.3, 0.2])
+def _script_dev(monkeypatch, scores, losses=None):
+    """Make the per-epoch dev evaluations of fit report these AUROCs (and dev losses)."""
+    scores, losses = iter(scores), iter(losses) if losses is not None else None
     real_eval = T.evaluate
-    state = {"training": True}
 
     def scripted(model, loader, kind, **k):
         res = real_eval(model, loader, kind, **k)
-        if state["training"] and k.get("perturbation") is None and loader.dataset.split == "dev":
+        if k.get("perturbation") is None and loader.dataset.split == "dev":
             res["metrics"]["auroc"] = next(scores)
+            if losses is not None:
+                res["loss"] = next(losses)
         return res
 
+    monkeypatch.setattr(T, "evaluate", scripted)
+
+
+def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
+    # dev AUROC sequence 0.6, 0.9, 0.7, 0.5, ...: best epoch 2, stop after `patience` bad epochs
+    _script_dev(monkeypatch, [0.6, 0.9, 0.7, 0.5, 0.4, 0.3, 0.2])
     saved = {}
     real_save = T.checkpoint.save
 
@@ -132,7 +139,6 @@ def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
             saved["best"] = {k: v.clone() for k, v in obj.items()}
         real_save(obj, path)
 
-    monkeypatch.setattr(T, "evaluate", scripted)
     monkeypatch.setattr(T.checkpoint, "save", spy_save)
     rec = T.fit(_cfg(hm_dir, epochs=7, patience=2, keep_best=True), tmp_path / "s")
     assert rec["best_epoch"] == 2
@@ -145,18 +151,7 @@ def test_early_stopping_restores_best(hm_dir, tmp_path, monkeypatch):
 def test_a_tied_dev_metric_goes_to_the_lower_dev_loss(hm_dir, tmp_path, monkeypatch):
     # a multi-label model sits at macro-F1 0 while it learns the label prior: ties on the metric
     # with a falling dev loss are progress (best epoch 3), a rising loss is not (stop after 5)
-    scores = iter([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    losses = iter([0.50, 0.40, 0.30, 0.35, 0.31, 0.2, 0.1])
-    real_eval = T.evaluate
-    state = {"training": True}
-
-    def scripted(model, loader, kind, **k):
-        res = real_eval(model, loader, kind, **k)
-        if state["training"] and k.get("perturbation") is None and loader.dataset.split == "dev":
-            res["metrics"]["auroc"], res["loss"] = next(scores), next(losses)
-        return res
-
-    monkeypatch.setattr(T, "evaluate", scripted)
+    _script_dev(monkeypatch, [0.0] * 7, losses=[0.50, 0.40, 0.30, 0.35, 0.31, 0.2, 0.1])
     rec = T.fit(_cfg(hm_dir, epochs=7, patience=2), tmp_path / "s")
     assert [h["dev_loss"] for h in rec["history"]] == [0.50, 0.40, 0.30, 0.35, 0.31]
     assert rec["best_epoch"] == 3
