@@ -2,8 +2,9 @@
 
 The recipe (paper §4.1 and ViLT's fine-tuning): all layers plus a task head trained with
 AdamW (betas 0.9/0.98, weight decay 0.01, none on biases and norms), 10% linear warm-up then
-linear decay, early stopping with patience 5 on the validation headline metric, the best
-checkpoint restored and tested on every test case (normal, noise and missing per modality).
+linear decay, early stopping with patience 5 on the validation headline metric (a tie on the
+metric goes to the lower validation loss), the best checkpoint restored and tested on every
+test case (normal, noise and missing per modality).
 
 Loss per batch::
 
