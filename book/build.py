@@ -123,6 +123,12 @@ finally:
 """
 
 
+def _timed(fn, *args):
+    """``(fn(*args), seconds it took)``."""
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
+
+
 class RayHead:
     """A local Ray instance owned by a helper process; ``stop()`` shuts it down."""
 
@@ -626,21 +632,28 @@ def main(argv=None) -> int:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # no debugger warning from each kernel
 
     t0 = time.perf_counter()
-    head, t_pretrain = None, None
+    head, t_pretrain, starting = None, None, None
     try:
+        if args.executor == "ray" and any(n in TRAINING for n in names):
+            # Ray starts (about 4 s) while the pretraining step runs or finds its checkpoint
+            starting = cf.ThreadPoolExecutor(1)
+            ray_future = starting.submit(_timed, RayHead, args.jobs)
         if any(n in TRAINING for n in names):
             t_pretrain = pretrain_step(args.scale, args.timeout or None)
-        if args.executor == "ray" and any(n in TRAINING for n in names):
-            t_ray = time.perf_counter()
-            head = RayHead(args.jobs)
+        if starting is not None:
+            head, ray_s = ray_future.result()
             os.environ.update(head.env)
             os.environ["RAY_ADDRESS"] = head.address
-            print(f"[build] Ray at {head.address} ({args.jobs} CPUs, {time.perf_counter() - t_ray:.0f} s to start)", flush=True)
+            print(f"[build] Ray at {head.address} ({args.jobs} CPUs, {ray_s:.0f} s to start, beside the pretraining step)", flush=True)
         results = run_notebooks(names, params, executed, args.jobs, args.timeout or None, args.idle_timeout)
     except KeyboardInterrupt:
         print("[build] interrupted: finished training runs are in the results store, a rebuild resumes", flush=True)
         return 130
     finally:
+        if starting is not None:
+            starting.shutdown(wait=True)
+            if head is None and ray_future.exception() is None:
+                head = ray_future.result()[0]  # started while the pretraining step failed
         if head is not None:
             head.stop()
     t_exec = time.perf_counter() - t0
