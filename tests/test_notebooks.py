@@ -142,3 +142,18 @@ def test_ablation_and_summary_compare_with_the_chapters_wma():
     for name in ("06_ablation", "10_summary"):
         src = (BOOK / f"{name}.py").read_text()
         assert "chapter_selection(ds, scale)" in src and "a, b = PAPER_SELECTED[ds]" not in src
+
+
+def test_study_layer_imports_without_transformers_or_sklearn():
+    # a rebuild from cached records runs every chapter's import cell: transformers (about 3 s)
+    # and scikit-learn (about 1 s) load only when a model is built or a metric computed
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from wma_core import chapters, experiments, figures, report, sweep, budget\n"
+            "import data_prep.prepare, data_prep.synth, data_prep.dataset\n"
+            "print(sorted(m for m in ('transformers', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", f"imported at module level: {out.stdout.strip()}"
