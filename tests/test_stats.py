@@ -260,3 +260,18 @@ def test_pool_effects_random_with_heterogeneity():
     assert r["tau2"] == pytest.approx(tau2, rel=1e-8)
     assert r["effect"] == pytest.approx((ws * e).sum() / ws.sum(), rel=1e-8)
     assert r["hi"] - r["lo"] == pytest.approx(2 * 1.959963984540054 * math.sqrt(1 / ws.sum()), rel=1e-8)
+
+
+def test_pooling_identical_effects_is_quiet_and_exact():
+    from wma_core.stats import pool_effects
+
+    # identical effects with unequal variances: statsmodels' unused Hartung-Knapp rows take the
+    # sqrt of 0/negative numbers; the pooled effect is the common one, with no warning on the page
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = pool_effects([0.0, 0.0, 0.0, 0.0], [1e-6, 1e-2, 1e-2, 1e-3])
+    w = 1 / np.array([1e-6, 1e-2, 1e-2, 1e-3])
+    assert res["effect"] == pytest.approx(0.0, abs=1e-12)
+    assert res["hi"] - res["effect"] == pytest.approx(1.959963984540054 / np.sqrt(w.sum()), rel=1e-9)

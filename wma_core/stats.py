@@ -166,10 +166,14 @@ def pool_effects(effects, variances, *, method: str = "random") -> dict:
     if k == 1:
         h = 1.959963984540054 * math.sqrt(v[0])
         return {"effect": float(e[0]), "lo": float(e[0] - h), "hi": float(e[0] + h), "k": 1, "tau2": NAN, "method": method}
-    res = combine_effects(e, v, method_re="dl")
-    # DerSimonian-Laird truncates τ² at 0; statsmodels 0.14 keeps a negative estimate (and weights
-    # with it), so with τ² <= 0 the random-effects estimate is the fixed-effect one
-    row = res.summary_frame().loc["random effect" if method == "random" and res.tau2 > 0 else "fixed effect"]
+    # statsmodels also computes Hartung-Knapp (HKSJ) rows, whose variance can be negative, and
+    # I² = 1 - 1/H², which divides by Q = 0 for identical effects (RuntimeWarnings that would
+    # show on the page); neither is used here
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res = combine_effects(e, v, method_re="dl")
+        # DerSimonian-Laird truncates τ² at 0; statsmodels 0.14 keeps a negative estimate (and
+        # weights with it), so with τ² <= 0 the random-effects estimate is the fixed-effect one
+        row = res.summary_frame().loc["random effect" if method == "random" and res.tau2 > 0 else "fixed effect"]
     return {"effect": float(row["eff"]), "lo": float(row["ci_low"]), "hi": float(row["ci_upp"]), "k": k,
             "tau2": max(float(res.tau2), 0.0), "method": method}
 
