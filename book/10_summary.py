@@ -47,7 +47,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from wma_core import figures, paper_grids, report
+from wma_core import chapters, figures, paper_grids, report
 from wma_core.experiments import DATASETS, PAPER_SELECTED, chapter_selection, get_profile, prepare_data, resolve_model, results_dir
 from wma_core.train import code_digest, model_identity
 
@@ -73,26 +73,9 @@ def wma_of(ds):
 
 ep1 = {ds: report.endpoints(r, ds, a={"method": "baseline"}, b=wma_of(ds), paper_table=1) for ds, r in runs.items() if len(r)}
 ep2 = {ds: report.endpoints(r, ds, a={"method": "min_ot"}, b=wma_of(ds), paper_table=2) for ds, r in runs.items() if len(r)}
-CHAPTER = {"hateful_memes": "02_hateful_memes", "mmimdb": "03_mmimdb", "ur_funny": "04_ur_funny", "mosei": "05_mosei"}
-
-
-def claim_rows(eps, what):
-    rows = []
-    for ds, ep in eps.items():
-        for r in ep.itertuples(index=False):
-            rows.append({"claim": f"{figures.DATASET_LABELS[ds]}, {r.endpoint}: {what}", "gain": r.diff_mean,
-                         "lo": r.diff_lo, "hi": r.diff_hi, "paper": r.paper_gain, "mde": r.mde, "seeds": r.n_seeds,
-                         "verdict": r.verdict, "evidence": f"{CHAPTER[ds]}: Table {1 if what == 'WMA beats the baseline' else 2}"})
-    return rows
-
-
-t1 = pd.DataFrame(claim_rows(ep1, "WMA beats the baseline"))
-t2 = pd.DataFrame(claim_rows(ep2, "WMA beats minimise-OT"))
-pool = report.pooled(ep1)
-avg = pd.DataFrame([{"claim": f"average relative gain, {r.endpoint} (paper: {r.paper:.1%})", "gain": r.effect, "lo": r.lo,
-                     "hi": r.hi, "paper": r.paper, "mde": r.mde, "seeds": None, "verdict": r.verdict,
-                     "evidence": f"pooled over {r.k} datasets (random effects)" + (f"; left out: {r.left_out}" if r.left_out else "")}
-                    for r in pool.itertuples(index=False)])
+t1 = chapters.claim_rows(ep1, "WMA beats the baseline", table=1)
+t2 = chapters.claim_rows(ep2, "WMA beats minimise-OT", table=2)
+avg = chapters.pooled_claims(report.pooled(ep1))
 
 # %% [markdown]
 # ## The claims of Table 1: WMA against the baseline
@@ -101,17 +84,7 @@ avg = pd.DataFrame([{"claim": f"average relative gain, {r.endpoint} (paper: {r.p
 # missing-modality cases). Gains are seed-paired, positive = WMA better (MOSEI's MAE flipped).
 
 # %% tags=["hide-input"]
-def claims_table(df, caption):
-    show = df.assign(**{
-        "ours [95% CI]": [figures._fmt_gain(g, lo, hi) if not str(v).startswith("collapsed") else "collapsed run"
-                          for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
-    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]]
-    show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
-    sty = figures.show_table(show, caption=f"{caption} ({scale_text})", precision=3)
-    return sty.map(figures._shade_verdict, subset=["verdict"])
-
-
-display(claims_table(t1, "Table 1 claims: WMA vs the baseline, primary endpoints"))
+display(chapters.claims_table(t1, f"Table 1 claims: WMA vs the baseline, primary endpoints ({scale_text})"))
 
 # %% [markdown]
 # Evidence: the Table 1 sections of {doc}`02_hateful_memes`, {doc}`03_mmimdb`,
@@ -121,7 +94,7 @@ display(claims_table(t1, "Table 1 claims: WMA vs the baseline, primary endpoints
 # ## Table 2: WMA beats minimise-OT
 
 # %% tags=["hide-input"]
-display(claims_table(t2, "Table 2 claims: WMA vs minimise OT (α = 1, β = 0), primary endpoints"))
+display(chapters.claims_table(t2, f"Table 2 claims: WMA vs minimise OT (α = 1, β = 0), primary endpoints ({scale_text})"))
 
 # %% [markdown]
 # Evidence: the Table 2 sections of the dataset chapters and {doc}`06_ablation`.
@@ -134,7 +107,7 @@ display(claims_table(t2, "Table 2 claims: WMA vs minimise OT (α = 1, β = 0), p
 # its precision (random effects); a dataset with a collapsed run is left out and named.
 
 # %% tags=["hide-input"]
-display(claims_table(avg, "The paper's headline averages: relative gain of WMA over the baseline, pooled over datasets"))
+display(chapters.claims_table(avg, f"The paper's headline averages: relative gain of WMA over the baseline, pooled over datasets ({scale_text})"))
 
 # %% [markdown]
 # ## Fig. 2: a task-dependent β

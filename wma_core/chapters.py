@@ -64,3 +64,44 @@ def comparison_section(runs: pd.DataFrame, dataset: str, *, a: dict, b: dict, pa
         if note:
             display(Markdown(note))
     return Section(cmp, ep, texts)
+
+
+# --------------------------------------------------------------------------- the summary's claims
+
+#: The chapter that holds each dataset's two comparisons (the claims' evidence).
+DATASET_CHAPTERS = {"hateful_memes": "02_hateful_memes", "mmimdb": "03_mmimdb", "ur_funny": "04_ur_funny",
+                    "mosei": "05_mosei"}
+CLAIM_COLUMNS = ["claim", "gain", "lo", "hi", "paper", "mde", "seeds", "verdict", "evidence"]
+
+
+def claim_rows(endpoints: dict, what: str, table: int) -> pd.DataFrame:
+    """One claim per dataset and primary endpoint: ``{dataset: report.endpoints(...)}`` ->
+    columns :data:`CLAIM_COLUMNS` (``what``: the claim, e.g. ``"WMA beats the baseline"``;
+    ``table``: the paper's table, named in the evidence)."""
+    rows = []
+    for ds, ep in endpoints.items():
+        for r in ep.itertuples(index=False):
+            rows.append({"claim": f"{figures.DATASET_LABELS[ds]}, {r.endpoint}: {what}", "gain": r.diff_mean,
+                         "lo": r.diff_lo, "hi": r.diff_hi, "paper": r.paper_gain, "mde": r.mde, "seeds": r.n_seeds,
+                         "verdict": r.verdict, "evidence": f"{DATASET_CHAPTERS.get(ds, ds)}: Table {table}"})
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def pooled_claims(pool: pd.DataFrame) -> pd.DataFrame:
+    """The paper's headline averages as claims (:func:`wma_core.report.pooled` -> :data:`CLAIM_COLUMNS`)."""
+    rows = [{"claim": f"average relative gain, {r.endpoint} (paper: {r.paper:.1%})", "gain": r.effect, "lo": r.lo,
+             "hi": r.hi, "paper": r.paper, "mde": r.mde, "seeds": None, "verdict": r.verdict,
+             "evidence": f"pooled over {r.k} datasets (random effects)" + (f"; left out: {r.left_out}" if r.left_out else "")}
+            for r in pool.itertuples(index=False)]
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def claims_table(df: pd.DataFrame, caption: str):
+    """A claims frame as the summary shows it: the gain with its interval ("collapsed run" where
+    a run collapsed), the paper's gain, our MDE and the verdict, shaded by verdict."""
+    show = df.assign(**{
+        "ours [95% CI]": [figures._fmt_gain(g, lo, hi) if not str(v).startswith("collapsed") else "collapsed run"
+                          for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
+    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]]
+    show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
+    return figures.show_table(show, caption=caption, precision=3).map(figures._shade_verdict, subset=["verdict"])
