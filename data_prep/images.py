@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
 from .checksums import sha256_bytes
 
 # Images with more pixels than this are refused before decoding (PIL's own default limit; the real

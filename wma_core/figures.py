@@ -20,7 +20,6 @@ paper is always black (markers, dashed lines).
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -115,11 +114,6 @@ def fig_to_png(fig, dpi: int = 72) -> bytes:
     return buf.getvalue()
 
 
-def fig_to_base64(fig, dpi: int = 72) -> str:
-    """The figure as a base64 PNG string (for HTML ``<img src="data:image/png;base64,...">``)."""
-    return base64.b64encode(fig_to_png(fig, dpi)).decode("ascii")
-
-
 def cached_png(parts: dict, draw, *, dpi: int = 72, cache_dir: str | Path | None = None) -> bytes:
     """PNG bytes of ``draw()`` (a function returning a figure), kept under ``cache_dir``
     (default ``<data home>/results/figure_cache/``) by a key over ``parts`` (what the figure
@@ -129,7 +123,7 @@ def cached_png(parts: dict, draw, *, dpi: int = 72, cache_dir: str | Path | None
 
     import matplotlib
 
-    from .results import config_key, data_home
+    from .results import atomic_write_bytes, config_key, data_home
 
     code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
     key = config_key({"parts": parts, "dpi": dpi, "code": code, "matplotlib": matplotlib.__version__})
@@ -142,10 +136,7 @@ def cached_png(parts: dict, draw, *, dpi: int = 72, cache_dir: str | Path | None
     fig = draw()
     png = fig_to_png(fig, dpi)
     plt.close(fig)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)  # readers never see half a file
+    atomic_write_bytes(path, png)
     return png
 
 

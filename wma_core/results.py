@@ -41,16 +41,21 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON so that readers never see a half-written file."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=float)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Write JSON so that readers never see a half-written file."""
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=float).encode())
 
 
 @contextmanager
