@@ -90,8 +90,9 @@ publish(figures.pretraining_curves(S.loss_curves(folder), epochs), "pretraining_
 #
 # The three pretraining losses per step (thin: each step; thick: smoothed): masked
 # language modelling, image–text matching and word–patch alignment. Bottom right: per epoch, on the
-# first 256 held-out captions, image–text matching accuracy and the accuracy of masked colour
-# and shape words with the image and with the image missing.
+# first 256 held-out captions, image–text matching accuracy (random and hard swapped images, see
+# below) and the accuracy of masked colour and shape words with the image and with the image
+# missing.
 # ```
 
 # %% [markdown]
@@ -102,6 +103,15 @@ publish(figures.pretraining_curves(S.loss_curves(folder), epochs), "pretraining_
 # shape words predicted with the image and with the image missing (its embedding features set
 # to zero), and the mean alignment distance of matched and mismatched pairs. Grounding shows as
 # the gap between the "with" and "without" rows.
+#
+# Two rows ask more of the model. A random swapped image (ViLT's protocol, `itm_accuracy`,
+# `d_mismatched`) is usually a different *kind* of scene: an object scene for a meme caption,
+# say. A model can tell those apart from the kind of picture alone, without reading what the
+# caption names. In `itm_accuracy_hard` and `d_mismatched_hard`, every swapped image is a *hard*
+# one instead: the picture of the held-out caption whose words overlap most with this caption
+# (Jaccard similarity of their token sets), which is nearly always a scene of the same kind.
+# Near 0.5 and near `d_matched` there, the checkpoint matches kinds of scene, not content; the
+# twins' mismatched pairs below are all of one kind.
 
 # %%
 held_out = S.held_out_table(folder)

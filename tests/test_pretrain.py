@@ -198,6 +198,30 @@ def test_swap_images_labels():
         assert (image_ids[source[labels == 0]] != image_ids[labels == 0]).all()
 
 
+def test_hard_negatives_are_the_closest_caption_of_another_picture():
+    # token sets (0 = pad, 1 = CLS, 2 = SEP are special); the closest caption by Jaccard similarity
+    # of another picture, computed here with Python sets
+    captions = [[1, 5, 6, 7, 2], [1, 5, 6, 8, 2], [1, 9, 10, 11, 2, 0], [1, 9, 10, 12, 13, 2],
+                [1, 5, 6, 7, 14, 2], [1, 20, 21, 2], [1, 20, 22, 23, 2], [1, 7, 24, 2]]
+    L = max(map(len, captions))
+    ids = torch.tensor([c + [0] * (L - len(c)) for c in captions])
+    image_ids = torch.tensor([0, 1, 2, 3, 0, 4, 5, 6])  # captions 0 and 4 show the same picture
+    sets = [set(c) - {0, 1, 2} for c in captions]
+
+    def closest(i):
+        cands = [j for j in range(len(sets)) if image_ids[j] != image_ids[i]]
+        return max(cands, key=lambda j: len(sets[i] & sets[j]) / len(sets[i] | sets[j]))
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        source, labels = PT.swap_images(image_ids, g, 0.5, input_ids=ids, hard=1.0, special_ids=(0, 1, 2))
+        negs = torch.nonzero(labels == 0).flatten().tolist()
+        assert len(negs) == 4
+        assert [int(source[i]) for i in negs] == [closest(i) for i in negs]
+    with pytest.raises(ValueError, match="input_ids"):
+        PT.swap_images(image_ids, g, 0.5, hard=1.0)
+
+
 def _batch(folder_home: Path):
     prepared = PT.corpus_dir(CFG, folder_home)
     split = PT.CaptionSplit(prepared, "train")
@@ -215,7 +239,8 @@ def test_losses_against_independent_computations(home):
     with torch.no_grad():
         parts = model.losses(batch, g, specials, tok.mask_token_id, cfg)
         masked, labels = PT.mask_tokens(batch["input_ids"], batch["attention_mask"], specials, len(tok), g_copy, 0.15, tok.mask_token_id)
-        source, itm_labels = PT.swap_images(batch["image_ids"], g_copy, 0.5)
+        source, itm_labels = PT.swap_images(batch["image_ids"], g_copy, 0.5, input_ids=batch["input_ids"],
+                                            hard=cfg.itm_hard, special_ids=specials)
         pixels = (batch["pixel_values"].float() / 255 - 0.5) / 0.5
         pmask = batch["pixel_mask"]
         assert (pmask == 0).any(), "the batch should mix image shapes (padding)"
@@ -245,6 +270,23 @@ def test_losses_against_independent_computations(home):
         total += d if itm_labels[i] == 1 else -d
     assert float(parts["wpa"]) == pytest.approx(total / len(source), abs=2e-3)
     assert 0 < int((itm_labels == 0).sum()) < len(source)
+
+
+def test_held_out_itm_counts_random_and_hard_negatives(folder, home):
+    """A head that always says "matched" is right exactly on the matched half of every batch,
+    for random and for hard negatives alike; D of hard negatives is the mean over swapped pairs."""
+    prepared = PT.corpus_dir(CFG, home)
+    split, tok = PT.CaptionSplit(prepared, "dev"), PT._tokenizer(prepared)
+    model = PT.load_pretrainer(folder)
+    with torch.no_grad():
+        model.itm.weight.zero_()
+        model.itm.bias.copy_(torch.tensor([-5.0, 5.0]))
+    res = PT.evaluate(model, split, tok, CFG, batch_size=8)
+    sizes = [len(b) for b in split.batches(8)]
+    positives = sum(n - int(0.5 * n) for n in sizes) / sum(sizes)
+    assert res["n_pairs"] == sum(sizes)
+    assert res["itm_accuracy"] == pytest.approx(positives) and res["itm_accuracy_hard"] == pytest.approx(positives)
+    assert 0 < res["d_mismatched_hard"] <= 2 and np.isfinite(res["d_matched"])
 
 
 # -- the checkpoint folder ---------------------------------------------------------------------

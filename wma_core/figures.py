@@ -1188,7 +1188,8 @@ def pretraining_curves(steps: pd.DataFrame, epochs: pd.DataFrame):
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
     ax = axes[3]
-    cols = [("dev_itm_accuracy", "ITM accuracy"), ("dev_mlm_accuracy_with_image", "masked words, with image"),
+    cols = [("dev_itm_accuracy", "ITM accuracy"), ("dev_itm_accuracy_hard", "ITM accuracy, hard negatives"),
+            ("dev_mlm_accuracy_with_image", "masked words, with image"),
             ("dev_mlm_accuracy_without_image", "masked words, image missing")]
     for i, (c, label) in enumerate(cols):
         if c in epochs:

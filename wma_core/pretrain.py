@@ -7,6 +7,8 @@ ViLT's objectives (dandelin/ViLT, ``vilt/modules/objectives.py``), on transforme
   the chosen tokens from the text output tokens, on the matched image (cross-entropy).
 - **ITM**: half of each batch gets another sample's image (one showing a different picture);
   a linear head ``Linear(h, 2)`` on the pooled output classifies matched (1) / not matched (0).
+  ViLT draws that image at random; ``itm_hard`` > 0 draws a share of them as hard negatives (the
+  picture of the closest caption, :func:`swap_images`). The held-out metrics report both kinds.
 - **WPA**: on that ITM batch, ``D_i = ot_distance(image_i, text_i)`` (:func:`wma_core.ot.ot_distance`,
   cosine cost, IPOT 0.5 / 50 / 1, ViLT's argument order: image first) between the image tokens
   (image CLS dropped) and the text tokens (CLS and [SEP] dropped)::
@@ -83,7 +85,9 @@ class PretrainConfig:
         image_size, patch_size, max_text_len, vocab_size: as ``python -m data_prep prepare``.
         arch: ``ViltConfig`` fields of the model (vocab_size is the tokenizer's).
         epochs, batch_size, lr, weight_decay, warmup, adam_betas: the optimisation.
-        mlm_prob: share of text tokens MLM predicts; itm_neg: share of swapped images.
+        mlm_prob: share of text tokens MLM predicts; itm_neg: share of swapped images;
+            itm_hard: share of those that get a hard negative (:func:`swap_images`; 0 is ViLT's
+            random negatives).
         wpa_weight: weight of the word-patch alignment loss; ot_iters: IPOT iterations.
         seed: initialisation, data order, masks and swaps.
         eval_epochs: evaluate on part of the held-out split after every epoch (the chapter's
@@ -106,6 +110,7 @@ class PretrainConfig:
     adam_betas: tuple = (0.9, 0.98)
     mlm_prob: float = 0.15
     itm_neg: float = 0.5
+    itm_hard: float = 0.0
     wpa_weight: float = 0.1
     ot_iters: int = 50
     seed: int = 0
@@ -239,13 +244,33 @@ def mask_tokens(input_ids, attention_mask, special_ids, vocab_size: int, generat
     return masked, labels
 
 
-def swap_images(image_ids: torch.Tensor, generator: torch.Generator, share: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def swap_images(image_ids: torch.Tensor, generator: torch.Generator, share: float = 0.5, *,
+                input_ids: torch.Tensor | None = None, hard: float = 0.0,
+                special_ids=()) -> tuple[torch.Tensor, torch.Tensor]:
     """ITM pairs. Returns ``(source [B] long, labels [B] long)``: sample i gets the image of
     sample ``source[i]``; ``floor(share * B)`` samples (at random) get another sample's image
-    showing a different picture (label 0), the others their own (label 1)."""
+    showing a different picture (label 0), the others their own (label 1).
+
+    The other image is a random one (ViLT), or, for a share ``hard`` of the swapped samples, a
+    *hard* one: the image of the caption whose word set is closest to sample i's (Jaccard
+    similarity of the token sets of ``input_ids`` [B, L] without ``special_ids``, ties broken at
+    random). Random negatives of a corpus with few kinds of scene mostly differ in kind, which a
+    model can tell without reading the content; a caption of the same kind makes it look at what
+    the words name."""
     B = len(image_ids)
     neg = torch.randperm(B, generator=generator)[: int(share * B)]
     score = torch.rand(B, B, generator=generator)
+    if hard > 0:
+        if input_ids is None:
+            raise ValueError("hard negatives need the captions' input_ids")
+        vocab = int(input_ids.max()) + 1
+        bag = torch.zeros(B, vocab).scatter_(1, input_ids, 1.0)
+        bag[:, [t for t in special_ids if t < vocab]] = 0.0
+        inter = bag @ bag.T
+        size = bag.sum(1)
+        jaccard = inter / (size[:, None] + size[None, :] - inter).clamp_min(1.0)
+        use_hard = torch.rand(B, generator=generator) < hard
+        score = torch.where(use_hard[:, None], jaccard + 1e-3 * score, score)
     score = score.masked_fill(image_ids[:, None] == image_ids[None, :], -1.0)  # never the same picture
     other = score.argmax(1)
     source, labels = torch.arange(B), torch.ones(B, dtype=torch.long)
@@ -294,7 +319,8 @@ class Pretrainer(nn.Module):
         n_mlm = int((labels != IGNORE).sum())
         mlm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE) \
             if n_mlm else logits.sum() * 0.0
-        source, itm_labels = swap_images(batch["image_ids"], generator, cfg.itm_neg)
+        source, itm_labels = swap_images(batch["image_ids"], generator, cfg.itm_neg, input_ids=ids,
+                                         hard=cfg.itm_hard, special_ids=special_ids)
         out = self.encode(batch, source=source)
         itm_logits = self.itm(out.pooler_output)
         itm = F.cross_entropy(itm_logits, itm_labels)
@@ -420,7 +446,7 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
             t1 = time.perf_counter()
             with torch.random.fork_rng(devices=[]):
                 held = evaluate(model, dev, tok, cfg, max_batches=EPOCH_EVAL_BATCHES)
-            row.update({f"dev_{k}": held[k] for k in ("itm_accuracy", "mlm_accuracy_with_image",
+            row.update({f"dev_{k}": held[k] for k in ("itm_accuracy", "itm_accuracy_hard", "mlm_accuracy_with_image",
                                                        "mlm_accuracy_without_image", "d_matched", "d_mismatched")})
             state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - t1
         state["epochs"].append(row)
@@ -469,11 +495,16 @@ def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, b
              max_batches: int | None = None) -> dict:
     """Held-out metrics of a pretrainer.
 
-    - ``itm_accuracy``: matched / not matched, half the images swapped (fixed seed);
+    - ``itm_accuracy``: matched / not matched, half the images swapped for random ones (fixed
+      seed, ViLT's protocol);
+    - ``itm_accuracy_hard``: the same with every swapped image a hard one (the picture of the
+      closest caption, :func:`swap_images`): whether the model reads what the caption names,
+      rather than telling kinds of scene apart;
     - ``mlm_accuracy_{with,without}_image[_colour|_shape]``: every colour or shape word masked at
       once, predicted with the image and with the image missing (its embedding features set to
       zero, :mod:`wma_core.perturb`);
-    - ``d_matched``, ``d_mismatched``: mean WPA distance of matched and swapped pairs.
+    - ``d_matched``, ``d_mismatched``, ``d_mismatched_hard``: mean WPA distance of matched
+      pairs, of randomly swapped and of hard-swapped ones.
 
     ``max_batches``: only the first batches of the split (the per-epoch curve).
     """
@@ -482,23 +513,29 @@ def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, b
     ids_of = {kind: torch.tensor([i for w in ws if (i := tok.convert_tokens_to_ids(w)) not in (None, tok.unk_token_id)])
               for kind, ws in words.items()}
     gen = torch.Generator().manual_seed(12345)
-    n_itm = n_ok = 0
-    d_pos, d_neg = [], []
+    specials = [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id, tok.mask_token_id]
+    itm, itm_hard = [0, 0], [0, 0]  # [right, total]
+    d_pos, d_neg, d_hard = [], [], []
     hits = {(kind, img): [0, 0] for kind in words for img in ("with", "without")}
     for k, idx in enumerate(split.batches(batch_size)):
         if max_batches is not None and k >= max_batches:
             break
         b = split.batch(idx)
         B = len(idx)
-        source, labels = swap_images(b["image_ids"], gen, cfg.itm_neg)
-        out = model.encode(b, source=source)
-        n_ok += int((model.itm(out.pooler_output).argmax(1) == labels).sum())
-        n_itm += B
-        D = ot_distance(out.tokens["image"], out.tokens["text"], out.token_masks["image"], out.token_masks["text"],
-                        iters=cfg.ot_iters)
-        d_pos += D[labels == 1].tolist()
-        d_neg += D[labels == 0].tolist()
         ids = b["input_ids"]
+        for hard, acc in ((0.0, itm), (1.0, itm_hard)):
+            source, labels = swap_images(b["image_ids"], gen, cfg.itm_neg, input_ids=ids, hard=hard,
+                                         special_ids=specials)
+            out = model.encode(b, source=source)
+            acc[0] += int((model.itm(out.pooler_output).argmax(1) == labels).sum())
+            acc[1] += B
+            D = ot_distance(out.tokens["image"], out.tokens["text"], out.token_masks["image"],
+                            out.token_masks["text"], iters=cfg.ot_iters)
+            if hard:
+                d_hard += D[labels == 0].tolist()
+            else:
+                d_pos += D[labels == 1].tolist()
+                d_neg += D[labels == 0].tolist()
         grounded = torch.isin(ids, torch.cat(list(ids_of.values())))
         masked = torch.where(grounded, torch.full_like(ids, tok.mask_token_id), ids)
         missing = P.Perturbation(kind="missing", modality="image", rate=1.0, n_total=B)
@@ -509,8 +546,10 @@ def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, b
                 sel = torch.isin(ids, kid)
                 hits[(kind, img)][0] += int((pred[sel] == ids[sel]).sum())
                 hits[(kind, img)][1] += int(sel.sum())
-    res = {"itm_accuracy": n_ok / max(1, n_itm), "d_matched": float(np.mean(d_pos)) if d_pos else float("nan"),
-           "d_mismatched": float(np.mean(d_neg)) if d_neg else float("nan"), "n_pairs": n_itm}
+    mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
+    res = {"itm_accuracy": itm[0] / max(1, itm[1]), "itm_accuracy_hard": itm_hard[0] / max(1, itm_hard[1]),
+           "d_matched": mean(d_pos), "d_mismatched": mean(d_neg), "d_mismatched_hard": mean(d_hard),
+           "n_pairs": itm[1]}
     for img in ("with", "without"):
         tot = [sum(hits[(k, img)][j] for k in words) for j in (0, 1)]
         res[f"mlm_accuracy_{img}_image"] = tot[0] / max(1, tot[1])
