@@ -1178,7 +1178,7 @@ def pretraining_curves(steps: pd.DataFrame, epochs: pd.DataFrame):
     columns ``mlm``, ``itm``, ``wpa`` and ``*_smooth`` of :func:`wma_core.pretrain_study.loss_curves`)
     and, per epoch, the held-out image-text matching accuracy and masked-word accuracy with and
     without the image (columns ``dev_*`` of ``pretrain.json``'s epoch history)."""
-    fig, grid = plt.subplots(2, 2, figsize=(10, 6.4))
+    fig, grid = plt.subplots(2, 2, figsize=(10, 7.0))
     axes = grid.ravel()
     for ax, (k, title) in zip(axes, [("mlm", "masked language modelling"), ("itm", "image-text matching"),
                                      ("wpa", "word-patch alignment")]):
@@ -1197,6 +1197,7 @@ def pretraining_curves(steps: pd.DataFrame, epochs: pd.DataFrame):
     ax.set_ylim(0, 1)
     ax.set_xlabel("epoch")
     ax.set_title("held-out accuracy")
-    ax.legend(loc="center right")
+    # below the panel: inside it, the legend would hide the hard-negative curve near 0.5
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
