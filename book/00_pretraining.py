@@ -124,7 +124,9 @@ display(figures.show_table(held_out.reset_index(names="metric"), caption="Held-o
 # tokenizer: the mean OT distance between each text and its own image, and between each text and
 # the next sample's image. Under random weights the two are the same. A gap under the pretrained
 # weights would mean that the alignment learnt on the corpus tells a twin's own image from
-# another one; where the gap stays near zero, it does not (the twins' captions name no tiles).
+# another one; where the gap stays near zero, it does not. Two things stand in the way: the
+# twins' captions name no tiles, and the hard-negative rows above show that the checkpoint
+# hardly compares content even on its own corpus (its swapped pairs here are all of one kind).
 
 # %%
 gap = S.twin_gap(folder, gap_datasets, scale)
