@@ -84,7 +84,7 @@ avg = chapters.pooled_claims(report.pooled(ep1))
 # missing-modality cases). Gains are seed-paired, positive = WMA better (MOSEI's MAE flipped).
 
 # %% tags=["hide-input"]
-display(chapters.claims_table(t1, f"Table 1 claims: WMA vs the baseline, primary endpoints ({scale_text})"))
+display(figures.claims_table(t1, f"Table 1 claims: WMA vs the baseline, primary endpoints ({scale_text})"))
 
 # %% [markdown]
 # Evidence: the Table 1 sections of {doc}`02_hateful_memes`, {doc}`03_mmimdb`,
@@ -94,7 +94,7 @@ display(chapters.claims_table(t1, f"Table 1 claims: WMA vs the baseline, primary
 # ## Table 2: WMA beats minimise-OT
 
 # %% tags=["hide-input"]
-display(chapters.claims_table(t2, f"Table 2 claims: WMA vs minimise OT (α = 1, β = 0), primary endpoints ({scale_text})"))
+display(figures.claims_table(t2, f"Table 2 claims: WMA vs minimise OT (α = 1, β = 0), primary endpoints ({scale_text})"))
 
 # %% [markdown]
 # Evidence: the Table 2 sections of the dataset chapters and {doc}`06_ablation`.
@@ -107,7 +107,7 @@ display(chapters.claims_table(t2, f"Table 2 claims: WMA vs minimise OT (α = 1, 
 # its precision (random effects); a dataset with a collapsed run is left out and named.
 
 # %% tags=["hide-input"]
-display(chapters.claims_table(avg, f"The paper's headline averages: relative gain of WMA over the baseline, pooled over datasets ({scale_text})"))
+display(figures.claims_table(avg, f"The paper's headline averages: relative gain of WMA over the baseline, pooled over datasets ({scale_text})"))
 
 # %% [markdown]
 # ## Fig. 2: a task-dependent β

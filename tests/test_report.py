@@ -351,7 +351,7 @@ def test_cached_png_draws_once_per_key(tmp_path):
 def test_summary_claim_rows_carry_each_endpoint_and_its_evidence():
     import pandas as pd
 
-    from wma_core import chapters
+    from wma_core import chapters, figures
 
     ep = pd.DataFrame([{"endpoint": "normal", "diff_mean": 0.01, "diff_lo": -0.01, "diff_hi": 0.03, "paper_gain": 0.005,
                         "mde": 0.02, "n_seeds": 8, "verdict": "inconclusive"},
@@ -362,6 +362,6 @@ def test_summary_claim_rows_carry_each_endpoint_and_its_evidence():
     assert rows["claim"].tolist() == ["MM-IMDb, normal: WMA beats minimise-OT", "MM-IMDb, missing: WMA beats minimise-OT"]
     assert rows["evidence"].tolist() == ["03_mmimdb: Table 2"] * 2
     assert rows[["gain", "lo", "hi", "paper", "mde", "seeds"]].iloc[1].tolist() == [0.06, 0.03, 0.09, 0.009, 0.04, 8]
-    shown = chapters.claims_table(rows.assign(verdict=["collapsed run", "detected"]), "c").data
+    shown = figures.claims_table(rows.assign(verdict=["collapsed run", "detected"]), "c").data
     assert shown["ours [95% CI]"].tolist()[0] == "collapsed run"  # no interval for a collapsed run
     assert "0.060" in shown["ours [95% CI]"].tolist()[1]

@@ -95,13 +95,3 @@ def pooled_claims(pool: pd.DataFrame) -> pd.DataFrame:
             for r in pool.itertuples(index=False)]
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
-
-def claims_table(df: pd.DataFrame, caption: str):
-    """A claims frame as the summary shows it: the gain with its interval ("collapsed run" where
-    a run collapsed), the paper's gain, our MDE and the verdict, shaded by verdict."""
-    show = df.assign(**{
-        "ours [95% CI]": [figures._fmt_gain(g, lo, hi) if not str(v).startswith("collapsed") else "collapsed run"
-                          for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
-    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]]
-    show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
-    return figures.show_table(show, caption=caption, precision=3).map(figures._shade_verdict, subset=["verdict"])

@@ -276,6 +276,17 @@ def endpoints_table(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str
     return sty.format(p_text, subset=["p (paired t)"]).map(_shade_verdict, subset=["verdict"])
 
 
+def claims_table(df: pd.DataFrame, caption: str):
+    """A claims frame as the summary shows it: the gain with its interval ("collapsed run" where
+    a run collapsed), the paper's gain, our MDE and the verdict, shaded by verdict."""
+    show = df.assign(**{
+        "ours [95% CI]": [_fmt_gain(g, lo, hi) if not str(v).startswith("collapsed") else "collapsed run"
+                          for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
+    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]]
+    show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
+    return show_table(show, caption=caption, precision=3).map(_shade_verdict, subset=["verdict"])
+
+
 def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
     """A prepared dataset (and the profile that trains on it) as a two-column table."""
     ds = manifest["dataset"]
