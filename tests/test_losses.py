@@ -265,3 +265,29 @@ def test_target_feasibility():
     assert target_feasible(WMAConfig(alpha=1.0, beta=2.3), {"p": 0.9}) == {"p": False}
     assert target_feasible(WMAConfig(alpha=0.0, beta=4.0), d0) == {}  # the baseline has no target
     assert target_feasible(WMAConfig(alpha=1.0, beta=4.0, target="batch"), d0) == {}
+
+
+def test_three_pairs_in_one_solve_give_each_pairs_distance_and_gradient():
+    """The pairs of three modalities are solved in one padded batch: each D and its gradient
+    equal a separate ot_distance call per pair (ragged lengths and masks)."""
+    g = torch.Generator().manual_seed(7)
+    lengths = {"text": 6, "video": 4, "audio": 8}
+    tokens = {m: torch.randn(3, L, 5, generator=g, requires_grad=True) for m, L in lengths.items()}
+    masks = {m: torch.ones(3, L, dtype=torch.bool) for m, L in lengths.items()}
+    masks["text"][0, 3:] = False
+    masks["audio"][2, 1:] = False  # one valid token
+    pairs = modality_pairs(["text", "video", "audio"])
+    out = SimpleNamespace(tokens=tokens, token_masks=masks)
+    res = pair_distances(out, pairs, iters=40)
+    joint = torch.autograd.grad(sum((D * (k + 1)).sum() for k, (D, _) in enumerate(res.values())), list(tokens.values()))
+    ref_D, total = {}, 0
+    for k, (a, b) in enumerate(pairs):
+        t = "text" if "text" in (a, b) else "video"
+        o = b if t == a else a
+        ref_D[pair_key((a, b))] = D = ot_distance(tokens[o], tokens[t], masks[o], masks[t], iters=40)
+        total = total + (D * (k + 1)).sum()
+    ref = torch.autograd.grad(total, list(tokens.values()))
+    for key, (D, _) in res.items():
+        torch.testing.assert_close(D, ref_D[key], atol=1e-6, rtol=0)
+    for a, b in zip(joint, ref):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

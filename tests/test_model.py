@@ -115,9 +115,13 @@ def test_matches_vilt_model_ragged_batch(model):
     ref = model.vilt(**batch)
     compare_with_reference(out, ref.last_hidden_state, batch)
     torch.testing.assert_close(out.pooler_output, ref.pooler_output, atol=ATOL, rtol=0)
-    # the image part of ViltModel is max(h_i * w_i) long; ours is the full 4 x 6 grid
+    # the image part of ViltModel is max(h_i * w_i) long, and so is ours: each sample's valid
+    # patches come first, and the columns of the 4 x 6 grid that are padding in every sample are cut
     assert ref.last_hidden_state.shape[1] == LT + 1 + max(n_patches(b) for b in range(3))
-    assert out.last_hidden_state.shape == (3, LT + 1 + (H // PATCH) * (W // PATCH), SMALL["hidden_size"])
+    assert out.last_hidden_state.shape == ref.last_hidden_state.shape
+    for b in range(3):
+        pad = out.attention_mask.shape[1] - LT - 1 - n_patches(b)
+        assert out.attention_mask[b, LT + 1:].tolist() == [1] * n_patches(b) + [0] * pad
     assert torch.equal(out.attention_mask[:, :LT], batch["attention_mask"])
 
 
@@ -171,7 +175,7 @@ def test_token_split(model, drop_sep):
     batch = make_batch(4)
     out = m(**batch)
     h = SMALL["hidden_size"]
-    n_img = (H // PATCH) * (W // PATCH)
+    n_img = max(n_patches(b) for b in range(3))  # valid patches first, the shared padding cut
     assert out.tokens["text"].shape == (3, LT - 1, h) and out.token_masks["text"].shape == (3, LT - 1)
     assert out.tokens["image"].shape == (3, n_img, h) and out.token_masks["image"].shape == (3, n_img)
     assert out.token_masks["text"].dtype == torch.bool and out.token_masks["image"].dtype == torch.bool
@@ -479,3 +483,22 @@ def test_bf16_copy_is_finite(model, feature_model):
     feats, masks = make_features(4)
     fout = fb(features=feats, feature_masks=masks)
     assert torch.isfinite(fout.last_hidden_state).all()
+
+
+@torch.no_grad()
+def test_raster_patches_are_packed_in_raster_order(model):
+    """Each sample's valid patches come first, in raster order of its own grid (canonical index
+    0..n_b-1), then padding (-1); the image part is as long as the largest valid grid."""
+    batch = make_batch(5)
+    pixels = (batch["pixel_values"] - 0.0).float()
+    emb, mask, canon = model._visual_embed_raster(pixels, batch["pixel_mask"])
+    n_max = max(n_patches(b) for b in range(3))
+    assert emb.shape[1] == 1 + n_max and mask.shape == (3, 1 + n_max) and canon.shape == (3, n_max)
+    for b in range(3):
+        n = n_patches(b)
+        assert canon[b].tolist() == list(range(n)) + [-1] * (n_max - n)
+        assert mask[b].tolist() == [1] * (1 + n) + [0] * (n_max - n)
+    # a batch of one shape keeps the whole grid, untouched
+    same = dict(batch, pixel_mask=torch.ones_like(batch["pixel_mask"]))
+    _, mask1, canon1 = model._visual_embed_raster(pixels, same["pixel_mask"])
+    assert canon1.shape == (3, (H // PATCH) * (W // PATCH)) and bool(mask1.all())

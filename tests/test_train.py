@@ -202,3 +202,41 @@ def test_config_mismatch_is_a_clear_error(hm_dir, tmp_path):
         T.fit(_cfg(hm_dir, dataset="mmimdb"), tmp_path / "s")
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         T.fit(_cfg(tmp_path / "nowhere"), tmp_path / "s")
+
+
+def test_prior_logit_against_scipy():
+    from scipy.special import logit
+
+    y = np.array([[1, 0, 0, 1], [0, 0, 0, 1], [1, 1, 0, 1], [0, 0, 0, 1]], dtype=np.float32)
+    got = T.prior_logit(y, eps=1e-3).numpy()
+    np.testing.assert_allclose(got, logit(np.clip(y.astype(np.float64).mean(0), 1e-3, 1 - 1e-3)), rtol=1e-6)
+    assert np.isfinite(got).all()  # a label never (column 2) or always (column 3) present
+    np.testing.assert_allclose(T.prior_logit(np.array([1, 0, 0, 0])).numpy(), [logit(0.25)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind,n_out,labels", [
+    ("multilabel", 3, np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 1]], dtype=np.float32)),
+    ("binary", 1, np.array([1, 0, 0, 0, 0], dtype=np.float32)),
+])
+def test_prior_head_bias_predicts_the_label_rate_at_the_start(kind, n_out, labels):
+    head = torch.nn.Module()
+    head.head = __import__("wma_core.model", fromlist=["TaskHead"]).TaskHead(8, n_out)
+    T.init_head_bias(head, "zero", kind, labels)
+    assert torch.count_nonzero(head.head[-1].bias) == 0
+    T.init_head_bias(head, "prior", kind, labels)
+    rates = labels.reshape(len(labels), -1).mean(0)
+    np.testing.assert_allclose(torch.sigmoid(head.head[-1].bias).detach().numpy(), np.clip(rates, 1e-3, 1 - 1e-3), rtol=1e-5)
+    # the first layer is untouched, so the head still starts near the prior for any input
+    out = torch.sigmoid(head.head(torch.randn(4, 8))).mean(0).detach().numpy()
+    np.testing.assert_allclose(out, np.clip(rates, 1e-3, 1 - 1e-3), atol=0.05)
+    with pytest.raises(ValueError, match="head_bias"):
+        T.init_head_bias(head, "mean", kind, labels)
+
+
+def test_prior_head_bias_leaves_regression_alone_and_is_in_the_key(hm_dir):
+    head = torch.nn.Module()
+    head.head = __import__("wma_core.model", fromlist=["TaskHead"]).TaskHead(8, 1)
+    T.init_head_bias(head, "prior", "regression", np.array([0.5, -2.0, 3.0]))
+    assert torch.count_nonzero(head.head[-1].bias) == 0
+    key = lambda hb: config_key(T.run_config(_cfg(hm_dir, head_bias=hb)))  # noqa: E731
+    assert key("zero") != key("prior")

@@ -161,10 +161,12 @@ class WMAVilt(nn.Module):
         return x + table.weight[type_id].to(x.dtype)
 
     def _visual_embed_raster(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
-        """Patch tokens in raster order.
+        """Patch tokens in raster order, each sample's valid patches first (:func:`_pack_valid`).
 
-        Returns ``emb [B, 1 + gh*gw, h]`` (CLS row first, patch + position, before the modality
-        type), ``mask [B, 1 + gh*gw]`` long, ``canon [B, gh*gw]`` (row * w_i + col, -1 on pads).
+        Returns ``emb [B, 1 + n, h]`` (CLS row first, patch + position, before the modality
+        type), ``mask [B, 1 + n]`` long, ``canon [B, n]`` (row * w_i + col, -1 on pads), with
+        ``n`` the largest number of valid patches in the batch (``gh*gw`` when every image of
+        the batch has the padded grid's shape).
         """
         emb_mod = self.vilt.embeddings
         cfg = self.config
@@ -198,9 +200,11 @@ class WMAVilt(nn.Module):
         )[None, None, :]
         canon = torch.where(valid, canon, torch.full_like(canon, -1)).flatten(1)  # [B, gh*gw]
         patches = (x + pos).flatten(2).transpose(1, 2)  # [B, gh*gw, h]
+        valid = valid.flatten(1)  # [B, gh*gw]
+        patches, valid, canon = _pack_valid(patches, valid, canon)  # [B, n_max, h], n_max = most valid patches
         cls = (emb_mod.cls_token + emb_mod.position_embeddings[:, :1]).expand(B, -1, -1).to(patches.dtype)
         emb = emb_mod.dropout(torch.cat([cls, patches], dim=1))
-        mask = torch.cat([torch.ones(B, 1, dtype=torch.long, device=x.device), valid.flatten(1).long()], dim=1)
+        mask = torch.cat([torch.ones(B, 1, dtype=torch.long, device=x.device), valid.long()], dim=1)
         return emb, mask, canon
 
     def _visual_embed_hf(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
@@ -303,6 +307,30 @@ class WMAVilt(nn.Module):
                 tm &= torch.arange(tm.shape[1], device=tm.device)[None, :] != last[:, None]
             out.token_masks[m] = tm
         return out
+
+
+def _pack_valid(tokens: torch.Tensor, valid: torch.Tensor, canon: torch.Tensor):
+    """Move each sample's valid patches to the front (raster order kept) and cut the columns
+    that are padding in every sample.
+
+    A batch of images of different shapes is zero-padded to its largest height and width, so the
+    patch grid holds padding that attention masks out but the layers would still compute (a third
+    of the image tokens of a Hateful Memes batch). Packed, the image part is as long as the
+    largest valid grid of the batch, as in transformers' ``visual_embed``.
+
+    Args:
+        tokens: ``[B, P, h]`` patch embeddings in raster order of the padded grid.
+        valid: ``[B, P]`` bool; canon: ``[B, P]`` long canonical indices (-1 on padding).
+    Returns:
+        ``(tokens [B, n, h], valid [B, n], canon [B, n])`` with ``n = max_b valid[b].sum()``.
+    """
+    n = int(valid.sum(1).max())
+    if n == valid.shape[1]:
+        return tokens, valid, canon  # no column is padding in every sample (one shape per batch)
+    # stable sort: valid patches first, each side in raster order
+    order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :n]  # [B, n]
+    tokens = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
+    return tokens, valid.gather(1, order), canon.gather(1, order)
 
 
 def _encode_sdpa(layers, h: torch.Tensor, key_mask: torch.Tensor, training: bool) -> torch.Tensor:
