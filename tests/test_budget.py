@@ -52,9 +52,12 @@ def test_record_accounts_for_its_time_samples_and_flops(hm_dir, tmp_path):
     model = T.build_model(task_info(json.loads((hm_dir / "manifest.json").read_text())), cfg)
     n_dense = _dense_params(model)
 
+    def patches(b):  # the batch's largest valid grid (its image part: each sample's valid patches, padded)
+        m = b["pixel_mask"]
+        return max(int(m[i, :, 0].sum()) // 16 * (int(m[i, 0, :].sum()) // 16) for i in range(len(m)))
+
     def tokens(loader):  # samples x sequence length, summed over batches (text and images padded per batch)
-        return sum(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + 1 + (b["pixel_values"].shape[-2] // 16)
-                                              * (b["pixel_values"].shape[-1] // 16)) for b in loader)
+        return sum(b["input_ids"].shape[0] * (b["input_ids"].shape[1] + 1 + patches(b)) for b in loader)
 
     train_ds = PreparedDataset(hm_dir, "train")
     train_tokens = sum(tokens(make_loader(train_ds, 16, shuffle=True, seed=0, epoch=e)) for e in range(2))
