@@ -97,6 +97,7 @@ def main(argv=None) -> dict:
     ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     res = {
         "benchmark": "ragged_step",
+        "measured_on": "cpu",
         "machine": {**info, "loadavg_1_5_15_end": [round(x, 2) for x in os.getloadavg()]},
         "shape": {"batch": args.batch, "text_len": args.text_len, "grids": [list(g) for g in GRIDS],
                   "sequence_tokens": tokens},

@@ -18,15 +18,19 @@
 # %% [markdown]
 # # Performance
 #
-# What WMA costs. The regulariser solves one batched optimal-transport problem per modality pair
-# and training step (50 IPOT iterations over the token sets of every sample), so its price is
-# the OT solve plus the cosine cost matrix and their backward pass. Two benchmark scripts measure
-# it (see `benchmarks/README.md`, which also gives the commands for the GPU runs):
+# What WMA costs. The regulariser solves one batched optimal-transport problem per training step
+# (50 IPOT iterations over the token sets of every sample; the three pairs of a three-modality
+# task in one batch), so its price is the OT solve plus the cosine cost matrix and their backward
+# pass. Two benchmark scripts measure it (see `benchmarks/README.md`, which also gives the
+# commands for the GPU runs):
 #
 # - `bench_ipot.py`: one batched IPOT solve at ViLT-B/32's shapes: the reference PyTorch loop,
 #   `torch.compile` of it, the fused Triton kernel (CUDA only) and POT's exact solver;
 # - `bench_step.py`: one full training step (forward, loss, backward, AdamW), baseline and WMA,
 #   transformers' ViLT and ours.
+#
+# A third, `bench_ragged.py`, times the step on a batch of images of different shapes, with each
+# sample's valid patches packed first against the padded grid (under "Other benchmarks").
 #
 # This chapter reads whatever result files are in `benchmarks/results/` and shows each with the
 # machine it was measured on. It runs nothing itself: timings taken while the book's training
