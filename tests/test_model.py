@@ -490,7 +490,7 @@ def test_raster_patches_are_packed_in_raster_order(model):
     """Each sample's valid patches come first, in raster order of its own grid (canonical index
     0..n_b-1), then padding (-1); the image part is as long as the largest valid grid."""
     batch = make_batch(5)
-    pixels = (batch["pixel_values"] - 0.0).float()
+    pixels = batch["pixel_values"].float()
     emb, mask, canon = model._visual_embed_raster(pixels, batch["pixel_mask"])
     n_max = max(n_patches(b) for b in range(3))
     assert emb.shape[1] == 1 + n_max and mask.shape == (3, 1 + n_max) and canon.shape == (3, n_max)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from wma_core import train as T
+from wma_core.model import TaskHead
 from wma_core.results import ResultsStore, config_key
 
 
@@ -220,7 +221,7 @@ def test_prior_logit_against_scipy():
 ])
 def test_prior_head_bias_predicts_the_label_rate_at_the_start(kind, n_out, labels):
     head = torch.nn.Module()
-    head.head = __import__("wma_core.model", fromlist=["TaskHead"]).TaskHead(8, n_out)
+    head.head = TaskHead(8, n_out)
     T.init_head_bias(head, "zero", kind, labels)
     assert torch.count_nonzero(head.head[-1].bias) == 0
     T.init_head_bias(head, "prior", kind, labels)
@@ -235,7 +236,7 @@ def test_prior_head_bias_predicts_the_label_rate_at_the_start(kind, n_out, label
 
 def test_prior_head_bias_leaves_regression_alone_and_is_in_the_key(hm_dir):
     head = torch.nn.Module()
-    head.head = __import__("wma_core.model", fromlist=["TaskHead"]).TaskHead(8, 1)
+    head.head = TaskHead(8, 1)
     T.init_head_bias(head, "prior", "regression", np.array([0.5, -2.0, 3.0]))
     assert torch.count_nonzero(head.head[-1].bias) == 0
     key = lambda hb: config_key(T.run_config(_cfg(hm_dir, head_bias=hb)))  # noqa: E731

@@ -310,8 +310,8 @@ class WMAVilt(nn.Module):
 
 
 def _pack_valid(tokens: torch.Tensor, valid: torch.Tensor, canon: torch.Tensor):
-    """Move each sample's valid patches to the front (raster order kept) and cut the columns
-    that are padding in every sample.
+    """Move each sample's valid patches to the front (raster order kept) and cut the trailing
+    positions that are then padding in every sample.
 
     A batch of images of different shapes is zero-padded to its largest height and width, so the
     patch grid holds padding that attention masks out but the layers would still compute (a third
@@ -326,7 +326,7 @@ def _pack_valid(tokens: torch.Tensor, valid: torch.Tensor, canon: torch.Tensor):
     """
     n = int(valid.sum(1).max())
     if n == valid.shape[1]:
-        return tokens, valid, canon  # no column is padding in every sample (one shape per batch)
+        return tokens, valid, canon  # some sample fills the whole grid: nothing to cut
     # stable sort: valid patches first, each side in raster order
     order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :n]  # [B, n]
     tokens = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))

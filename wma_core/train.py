@@ -470,12 +470,12 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
         raise ValueError(f"{cfg.data_dir} holds {train_ds.manifest['dataset']!r}, but the config says dataset={cfg.dataset!r}")
     feature_len = train_ds.arrays[task.modalities[0]].shape[1] if task.feature_dims else 0
     metric = headline_metric(task.kind)
+    train_labels = train_ds.labels[: cfg.max_train_samples]  # the samples trained on (all when None)
     if cfg.max_train_samples is not None:
         train_ds = torch.utils.data.Subset(train_ds, range(min(cfg.max_train_samples, len(train_ds))))
 
     seed_everything(cfg.seed)
     model = build_model(task, cfg, feature_len).to(device)
-    train_labels = train_ds.dataset.labels[train_ds.indices] if isinstance(train_ds, torch.utils.data.Subset) else train_ds.labels
     init_head_bias(model, cfg.head_bias, task.kind, train_labels)
     pairs = modality_pairs(model.modalities)
     reg = WMARegulariser(cfg.wma, pairs)
