@@ -346,9 +346,9 @@ glue("paper_selected_max", f"{int(paper_sum['selected_is_max'].sum())} of {len(p
 # on the dev split so that the baseline loses about the paper's Table 1 baseline drop, among the
 # multiples that make it lose at least 0.01. That floor matters because the drop is not monotone in
 # the multiple: on the MM-IMDb twin, text noise of a few RMS *raises* the baseline's macro-F1 on dev
-# (more of the rare genres cross the 0.5 threshold). And α is read through the ratio R/L of the regulariser to the task loss on the first
-# training batch: at the paper's α that ratio can be several times 1 at this scale, where the tiny
-# model collapses to a constant predictor. The β grid keeps every target β·D0 at most 2, the largest
+# (more of the rare genres cross the 0.5 threshold). And α is read through the ratio R/L of the
+# regulariser to the task loss on the first training batch: at the paper's α that ratio can be
+# several times 1 at this scale, where the tiny model collapses to a constant predictor. The β grid keeps every target β·D0 at most 2, the largest
 # OT distance; a cell beyond it would be hatched in the heatmaps above and crossed on the curves.
 
 # %%

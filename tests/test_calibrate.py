@@ -120,3 +120,16 @@ def test_calibration_file_records_what_the_book_needs():
                 assert abs(per[e["amplitude"]] - e["target_drop"]) == pytest.approx(min(abs(d - e["target_drop"]) for d in hurting))
             else:
                 assert per[e["amplitude"]] == pytest.approx(max(per.values()))
+
+
+def test_summary_frame_says_whether_the_noise_hurts(tmp_path):
+    """A transferred entry was never measured on its own dataset: its row says so, not "no"."""
+    cal = C.load_calibration()
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal))
+    C.transfer(path, "ur_funny", "mosei", reason="test")
+    rows = C.summary_frame(json.loads(path.read_text())).set_index(["dataset", "modality"])
+    assert set(rows.loc["mosei", "hurts on dev"]) == {"not measured"}
+    assert set(rows.loc["mosei", "calibrated"]) == {"no (from ur_funny)"}
+    for m, e in cal["datasets"]["ur_funny"].items():
+        assert rows.loc[("ur_funny", m), "hurts on dev"] == ("yes" if e["hurts"] else "no")

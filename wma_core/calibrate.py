@@ -19,8 +19,8 @@ about what the paper's baseline loses in its Table 1::
 ``MIN_DROP`` keeps every modality's noise harmful: MOSEI's printed audio drop is 0.000 and its
 text and video drops are below 0.01. The drop is not monotone in ``a``: on the MM-IMDb twin, text
 noise of a few RMS *raises* the baseline's macro-F1 on dev (more rare genres cross the 0.5
-threshold), so the closest drop alone could pick an amplitude that helps. The result, with the measured and the paper's drops, the
-backbone, the seeds and the date, is written to ``book/data/noise_calibration.json``, which the
+threshold), so the closest drop alone could pick an amplitude that helps. The result, with the
+measured and the paper's drops, the backbone, the seeds and the date, is written to ``book/data/noise_calibration.json``, which the
 ``default`` and ``smoke`` profiles read (:func:`wma_core.experiments.run_configs`). The paper
 scale keeps the paper's absolute ``U(-3, 3)``.
 
@@ -223,7 +223,8 @@ def dev_drops(model, task, rec, cfg, amplitudes=AMPLITUDES, split: str = "dev") 
     return out
 
 
-def choose(drops_by_seed: list, target: float, amplitudes=AMPLITUDES, min_drop: float = MIN_DROP) -> tuple[float, float, bool]:
+def choose(drops_by_seed: list, target: float, amplitudes=AMPLITUDES,
+           min_drop: float = MIN_DROP) -> tuple[float, float, bool]:
     """The amplitude for one modality: ``(a, mean drop, hurts)``.
 
     Among the amplitudes whose mean drop over seeds is at least ``min_drop`` (the noise hurts),
@@ -264,7 +265,8 @@ def calibrate_dataset(dataset: str, scale: str = "default", *, seeds=(0, 1), mod
         target = max(paper[m], MIN_DROP)
         a, drop, hurts = choose([d["drops"][m] for d in per_seed], target, amplitudes)
         result[m] = {
-            "amplitude": a, "dev_drop": round(drop, 6), "hurts": hurts, "paper_drop": paper[m], "target_drop": round(target, 6),
+            "amplitude": a, "dev_drop": round(drop, 6), "hurts": hurts, "paper_drop": paper[m],
+            "target_drop": round(target, 6),
             "dev_drop_per_amplitude": {f"{x:g}": round(float(np.mean([d["drops"][m][x] for d in per_seed])), 6) for x in amplitudes},
             "embedding_rms": [round(float(r[m]), 6) for r in rms],
         }
@@ -393,7 +395,7 @@ def summary_frame(cal: dict | None = None):
             rows.append({"dataset": ds, "modality": m, "amplitude": e["amplitude"], "dev drop": e["dev_drop"],
                          "test drop": e.get("test_drop", float("nan")), "paper drop": e["paper_drop"],
                          "target drop": e["target_drop"],
-                         "hurts on dev": "yes" if e.get("hurts", e["dev_drop"] >= cal.get("min_drop", MIN_DROP)) else "no",
+                         "hurts on dev": {True: "yes", False: "no"}.get(e.get("hurts"), "not measured"),
                          "calibrated": "yes" if e.get("calibrated", True) else f"no (from {e.get('transferred_from')})"})
     return pd.DataFrame(rows)
 
