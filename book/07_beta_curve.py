@@ -348,8 +348,9 @@ glue("paper_selected_max", f"{int(paper_sum['selected_is_max'].sum())} of {len(p
 # the multiple: on the MM-IMDb twin, text noise of a few RMS *raises* the baseline's macro-F1 on dev
 # (more of the rare genres cross the 0.5 threshold). And α is read through the ratio R/L of the
 # regulariser to the task loss on the first training batch: at the paper's α that ratio can be
-# several times 1 at this scale, where the tiny model collapses to a constant predictor. The β grid keeps every target β·D0 at most 2, the largest
-# OT distance; a cell beyond it would be hatched in the heatmaps above and crossed on the curves.
+# several times 1 at this scale, where the tiny model collapses to a constant predictor. The β grid
+# keeps every target β·D0 at most 2, the largest OT distance; a cell beyond it would be hatched in
+# the heatmaps above and crossed on the curves.
 
 # %%
 from wma_core import calibrate

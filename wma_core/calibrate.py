@@ -20,9 +20,9 @@ about what the paper's baseline loses in its Table 1::
 text and video drops are below 0.01. The drop is not monotone in ``a``: on the MM-IMDb twin, text
 noise of a few RMS *raises* the baseline's macro-F1 on dev (more rare genres cross the 0.5
 threshold), so the closest drop alone could pick an amplitude that helps. The result, with the
-measured and the paper's drops, the backbone, the seeds and the date, is written to ``book/data/noise_calibration.json``, which the
-``default`` and ``smoke`` profiles read (:func:`wma_core.experiments.run_configs`). The paper
-scale keeps the paper's absolute ``U(-3, 3)``.
+measured and the paper's drops, the backbone, the seeds and the date, is written to
+``book/data/noise_calibration.json``, which the ``default`` and ``smoke`` profiles read
+(:func:`wma_core.experiments.run_configs`). The paper scale keeps the paper's absolute ``U(-3, 3)``.
 
 The same file records what the calibration runs measured on their first training batch: D0
 per modality pair (the range over seeds: the default β grid must keep ``β·D0 <= 2``, the

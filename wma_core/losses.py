@@ -100,21 +100,20 @@ def pair_distances(out, pairs, *, step: float = 0.5, iters: int = 50) -> dict:
         ys.append(out.tokens[t])
         xms.append(out.token_masks[o])
         yms.append(out.token_masks[t])
-    if len(pairs) == 1:
-        Ds = [ot_distance(xs[0], ys[0], xms[0], yms[0], step=step, iters=iters)]
-    else:
-        D = ot_distance(_stack_padded(xs), _stack_padded(ys), _stack_padded(xms), _stack_padded(yms),
+    D_all = ot_distance(_stack_padded(xs), _stack_padded(ys), _stack_padded(xms), _stack_padded(yms),
                         step=step, iters=iters)
-        Ds = D.split([x.shape[0] for x in xs])
     res = {}
-    for (a, b), D in zip(pairs, Ds):
+    for (a, b), D in zip(pairs, D_all.split([x.shape[0] for x in xs])):
         x, xm, ym = out.tokens[a], out.token_masks[a], out.token_masks[b]
         res[pair_key((a, b))] = (D, pair_valid(xm, ym, x.shape[0], x.device))
     return res
 
 
 def _stack_padded(parts: list) -> torch.Tensor:
-    """``[B_k, L_k, ...]`` tensors -> one ``[sum B_k, max L_k, ...]``, zero (False) padded on dim 1."""
+    """``[B_k, L_k, ...]`` tensors -> one ``[sum B_k, max L_k, ...]``, zero (False) padded on dim 1
+    (a single tensor is returned as it is: one pair costs no copy)."""
+    if len(parts) == 1:
+        return parts[0]
     L = max(p.shape[1] for p in parts)
     pads = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, L - p.shape[1])) if p.shape[1] < L else p
             for p in parts]
