@@ -12,7 +12,7 @@ Three ways to turn the raw images of a Hateful Memes twin into a batch of ViLT p
 - ``decode_only``: decoding the raw PNG files alone (a floor for any loader that re-reads them).
 - ``prepared_w<k>``: ``data_prep``'s prepared store (resized once at prepare time, flat
   memory-mapped uint8) through ``make_loader`` with ``k`` worker processes; normalisation is
-  left to the model on its device (``wma_core.model.normalise_pixels``), so it is not counted.
+  left to the model on its device (``wma_core.embeddings.normalise_pixels``), so it is not counted.
 
 Also prints the prepared store's bytes per image and the disk cost this implies at paper scale
 for each dataset's image count. Prints one JSON object.

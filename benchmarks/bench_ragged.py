@@ -3,7 +3,7 @@
 A batch of images of different shapes is zero-padded to its largest height and width. Our
 raster path (``wma_core.model.WMAVilt``, ``patch_order="raster"``) packs each sample's valid
 patches first and cuts the columns that are padding in every sample
-(``wma_core.model._pack_valid``), so the image part is as long as the largest valid grid, as in
+(``wma_core.embeddings.pack_valid``), so the image part is as long as the largest valid grid, as in
 transformers' ``visual_embed``. The reference in the same run is the unpacked padded grid (the
 same model with the packing turned off): the same valid tokens, more masked ones.
 
@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import wma_core.model as M  # noqa: E402
+import wma_core.embeddings as E  # noqa: E402
 from bench_ipot import machine  # noqa: E402
 from wma_core.model import TINY_CONFIG, WMAClassifier, load_vilt  # noqa: E402
 
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     model = WMAClassifier(load_vilt("tiny", attn="sdpa", init_seed=0), 1).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     batch = ragged_batch(args.batch, TINY_CONFIG["patch_size"], args.text_len, TINY_CONFIG["vocab_size"])
-    packed = M._pack_valid
+    packed = E.pack_valid
     variants = {"packed": packed, "padded_grid": lambda t, v, c: (t, v, c)}
     tokens = {}
 
@@ -87,13 +87,13 @@ def main(argv=None) -> dict:
     try:
         for rep in range(args.warmup + args.repeats):
             for name, fn in variants.items():  # round robin
-                M._pack_valid = fn
+                E.pack_valid = fn
                 t0 = time.perf_counter()
                 tokens[name] = step()
                 if rep >= args.warmup:
                     times[name].append(time.perf_counter() - t0)
     finally:
-        M._pack_valid = packed
+        E.pack_valid = packed
     ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     res = {
         "benchmark": "ragged_step",

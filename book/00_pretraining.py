@@ -60,8 +60,8 @@ address: str = ""  # an existing Ray cluster to join ("": $RAY_ADDRESS, else a l
 import pandas as pd
 from IPython.display import display
 
-from wma_core import figures
-from wma_core import pretrain_study as S
+from wma_study import figures
+from wma_study import pretrain_study as S
 from wma_core.pretrain import read_record
 
 NB = "00_pretraining"

@@ -59,7 +59,7 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from wma_core import figures
+from wma_study import figures
 from wma_core.losses import WMAConfig, WMARegulariser
 from wma_core.ot import cosine_cost, ipot, ot_distance
 

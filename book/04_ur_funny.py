@@ -26,8 +26,8 @@
 # normal test and its largest gain, +0.043, with the video features noised.
 #
 # In the embedded default, where the paper's α would make the regulariser larger than the task
-# loss at the first step (the first-step ratio of `wma_core.calibrate`), α is scaled down until
-# the two are equal (`wma_core.experiments.chapter_alpha`): a miniature regularised several times
+# loss at the first step (the first-step ratio of `wma_study.calibrate`), α is scaled down until
+# the two are equal (`wma_study.experiments.chapter_alpha`): a miniature regularised several times
 # harder than it learns collapses to a constant predictor. `papermill … -p alpha 6` runs the
 # paper's α, and the paper scale always does.
 #
@@ -54,7 +54,7 @@
 # %% tags=["parameters"]
 from typing import Optional  # papermill reads Optional[...] annotations (not "X | None")
 
-scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
+scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_study.experiments.PROFILES)
 data_root: Optional[str] = None  # folder holding MultiBench's humor.pkl (needed at scale "paper"); None: the synthetic twin
 model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 alpha: Optional[float] = None  # WMA α (None: the paper's choice for this dataset, scaled down in the miniature where it would outweigh the task loss)
@@ -72,9 +72,9 @@ from IPython.display import display
 from myst_nb import glue
 
 from data_prep.dataset import read_manifest
-from wma_core import chapters, figures, report
-from wma_core.experiments import chapter_alpha, get_profile, method_configs, prepare_data, results_dir
-from wma_core.sweep import run_trials
+from wma_study import chapters, figures, report
+from wma_study.experiments import chapter_alpha, get_profile, method_configs, prepare_data, results_dir
+from wma_study.sweep import run_trials
 
 NB = "04_ur_funny"
 DATASET = "ur_funny"

@@ -35,7 +35,7 @@
 # %% tags=["parameters"]
 from typing import Optional  # papermill reads Optional[...] annotations (not "X | None")
 
-scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
+scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_study.experiments.PROFILES)
 data_roots: Optional[dict] = None  # {dataset: raw folder} (needed at scale "paper"); None: the synthetic twins
 datasets: Optional[list] = None  # datasets to run (None: all four)
 min_ot_alpha: float = 1.0  # α of the minimise-OT ablation (run with β 0), as in the paper's Table 2
@@ -53,9 +53,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from wma_core import figures, report
-from wma_core.experiments import DATASETS, chapter_selection, method_configs, prepare_data, results_dir
-from wma_core.sweep import run_trials
+from wma_study import figures, report
+from wma_study.experiments import DATASETS, chapter_selection, method_configs, prepare_data, results_dir
+from wma_study.sweep import run_trials
 
 NB = "06_ablation"
 publish = figures.Publisher(NB)

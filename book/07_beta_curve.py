@@ -41,7 +41,7 @@
 # %% tags=["parameters"]
 from typing import Optional  # papermill reads Optional[...] annotations (not "X | None")
 
-scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
+scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_study.experiments.PROFILES)
 data_roots: Optional[dict] = None  # {dataset: raw folder} (needed at scale "paper"); None: the synthetic twins
 datasets: Optional[list] = None  # datasets to run (None: all four)
 alphas: Optional[list] = None  # α grid, α 0 is the baseline (None: the profile's alpha_grid)
@@ -60,9 +60,9 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from wma_core import figures, paper_grids, report
-from wma_core.experiments import DATASETS, get_profile, prepare_data, results_dir, run_configs
-from wma_core.sweep import run_trials
+from wma_study import figures, paper_grids, report
+from wma_study.experiments import DATASETS, get_profile, prepare_data, results_dir, run_configs
+from wma_study.sweep import run_trials
 
 NB = "07_beta_curve"
 publish = figures.Publisher(NB)
@@ -341,7 +341,7 @@ glue("paper_selected_max", f"{int(paper_sum['selected_is_max'].sum())} of {len(p
 # ## The test conditions of the embedded default
 #
 # Two settings of the embedded default are calibrated to the miniature rather than copied from the
-# paper (`wma_core.calibrate`; the paper scale keeps the paper's U(±3) and α grid). The noise is
+# paper (`wma_study.calibrate`; the paper scale keeps the paper's U(±3) and α grid). The noise is
 # uniform with a half-width of a multiple of each modality's embedding RMS, the multiple chosen once
 # on the dev split so that the baseline loses about the paper's Table 1 baseline drop, among the
 # multiples that make it lose at least 0.01. That floor matters because the drop is not monotone in
@@ -353,14 +353,14 @@ glue("paper_selected_max", f"{int(paper_sum['selected_is_max'].sum())} of {len(p
 # the heatmaps above and crossed on the curves.
 
 # %%
-from wma_core import calibrate
+from wma_study import calibration
 
 if scale != "paper":
-    cal = calibrate.load_calibration()
-    display(figures.show_table(calibrate.summary_frame(cal),
+    cal = calibration.load_calibration()
+    display(figures.show_table(calibration.summary_frame(cal),
                                caption=f"Noise calibration ({cal['backbone']} backbone, {cal['date']}, seeds {cal['seeds']}): "
                                        "relative amplitude per dataset and modality, the baseline's drop on dev "
                                        "(chosen there) and on test, the paper's drop"))
-    display(figures.show_table(calibrate.alpha_mapping_frame(cal, alphas, betas),
+    display(figures.show_table(calibration.alpha_mapping_frame(cal, alphas, betas),
                                caption="The regulariser over the task loss (R/L) on the first training batch, at the "
                                        "paper's α and at ours"))

@@ -34,7 +34,7 @@
 # %% tags=["parameters"]
 from typing import Optional  # papermill reads Optional[...] annotations (not "X | None")
 
-scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
+scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_study.experiments.PROFILES)
 data_roots: Optional[dict] = None  # {dataset: raw folder} (needed at scale "paper"); None: the synthetic twins
 datasets: Optional[list] = None  # datasets to explore (None: all four)
 alphas: Optional[list] = None  # α grid, α 0 is the baseline (None: the profile's alpha_grid, as the β-curve chapter)
@@ -56,9 +56,9 @@ import base64
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
-from wma_core import figures
-from wma_core.experiments import DATASETS, get_profile, prepare_data, results_dir, run_configs
-from wma_core.sweep import run_trials
+from wma_study import figures
+from wma_study.experiments import DATASETS, get_profile, prepare_data, results_dir, run_configs
+from wma_study.sweep import run_trials
 
 NB = "08_ot_explorer"
 publish = figures.Publisher(NB)

@@ -48,9 +48,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from wma_core import budget, figures
-from wma_core.experiments import ROOT, data_home, results_dir
-from wma_core.results import ResultsStore
+from wma_study import budget, figures
+from wma_study.experiments import ROOT, data_home, results_dir
+from wma_core.store import ResultsStore
 
 NB = "09_performance"
 publish = figures.Publisher(NB)
@@ -209,7 +209,7 @@ if all(r.get("benchmark") in known for r in results.values()):
 # samples and steps, and a dense FLOP estimate (6 N T per training sample, 2 N T per evaluated
 # sample, N the parameters outside the embedding tables, T the sequence length). The chapters'
 # times come from the executed notebooks of this build, pretraining from its checkpoint
-# folders (`wma_core.budget` reads them all). These are the runs of this build (synthetic twins
+# folders (`wma_study.budget` reads them all). These are the runs of this build (synthetic twins
 # and the tiny model at the default scale), measured while other runs shared the machine, so
 # read them as what the book cost, not as benchmarks. Seconds are per process: runs that
 # trained side by side add up to more than the wall time.

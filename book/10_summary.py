@@ -38,7 +38,7 @@
 # %% tags=["parameters"]
 from typing import Optional  # papermill reads Optional[...] annotations (not "X | None")
 
-scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_core.experiments.PROFILES)
+scale: str = "default"  # "smoke" | "default" | "paper": the experiment's size (wma_study.experiments.PROFILES)
 data_roots: Optional[dict] = None  # {dataset: raw folder} (needed at scale "paper"); None: the synthetic twins
 model: Optional[str] = None  # None: the profile's; the model the chapters ran (its tokenizer prepared the data)
 
@@ -47,9 +47,9 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from wma_core import chapters, figures, paper_grids, report
-from wma_core.experiments import DATASETS, PAPER_SELECTED, chapter_selection, get_profile, prepare_data, resolve_model, results_dir
-from wma_core.train import code_digest, model_identity
+from wma_study import chapters, figures, paper_grids, report
+from wma_study.experiments import DATASETS, PAPER_SELECTED, chapter_selection, get_profile, prepare_data, resolve_model, results_dir
+from wma_core.record import code_digest, model_identity
 
 NB = "10_summary"
 publish = figures.Publisher(NB)

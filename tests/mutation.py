@@ -76,23 +76,23 @@ MUTANTS = [
            (("loss = loss + loss_reg", "loss = loss - loss_reg"),),
            (TB, TT), k="beta or toward"),
     Mutant("z_instead_of_t", "confidence interval with the normal quantile instead of Student's t",
-           "wma_core.stats",
+           "wma_study.stats",
            (("_st.t.ppf((1 + confidence) / 2, n - 1)", "_st.norm.ppf((1 + confidence) / 2)"),),
            ("tests/test_stats.py",)),
     Mutant("image_missing_after_type", "image perturbation applied after the modality-type embedding",
            "wma_core.model",
            (("        image = P.apply(perturbation, \"image\", image, sample_ids, canon)\n"
-             "        text = self._type_embed(text, 0)\n"
-             "        image = self._type_embed(image, 1)\n",
-             "        text = self._type_embed(text, 0)\n"
-             "        image = self._type_embed(image, 1)\n"
+             "        text = type_embed(self.vilt.embeddings, text, 0)\n"
+             "        image = type_embed(self.vilt.embeddings, image, 1)\n",
+             "        text = type_embed(self.vilt.embeddings, text, 0)\n"
+             "        image = type_embed(self.vilt.embeddings, image, 1)\n"
              "        image = P.apply(perturbation, \"image\", image, sample_ids, canon)\n"),),
            ("tests/test_model.py", "tests/test_perturb.py")),
     Mutant("feature_missing_after_type", "feature-modality perturbation applied after the modality-type embedding",
            "wma_core.model",
            (("            e = P.apply(perturbation, m, e, sample_ids)\n"
-             "            e = self._type_embed(e, i)\n",
-             "            e = self._type_embed(e, i)\n"
+             "            e = type_embed(self.vilt.embeddings, e, i)\n",
+             "            e = type_embed(self.vilt.embeddings, e, i)\n"
              "            e = P.apply(perturbation, m, e, sample_ids)\n"),),
            (TB,), k="missing_feature"),
     Mutant("scheduler_not_restored", "resume: the LR scheduler's state is not restored", "wma_core.train",
@@ -121,7 +121,7 @@ MUTANTS = [
     Mutant("rng_not_restored", "resume: the RNG states are not restored", "wma_core.train",
            ((("checkpoint.set_rng_state(ck[\"rng\"])", "torch.set_rng_state(ck[\"rng\"])"), "pass"),),
            (TB, TT), k="resume"),
-    Mutant("paper_cell_corrupted", "Table 5 cell 0.698 -> 0.999 in book/data/paper_results.csv", "wma_core.paper",
+    Mutant("paper_cell_corrupted", "Table 5 cell 0.698 -> 0.999 in book/data/paper_results.csv", "wma_study.paper",
            (), ("tests/test_paper_results.py",), special="paper_cell",
            extra={"row": "5,ur_funny,auroc,wma,0.1,0.4,normal,0.698", "bad": "0.999"}),
 ]

@@ -38,7 +38,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "book"))
-import build  # noqa: E402  (book/build.py; spawned build workers import it by this name too)
+import build  # noqa: E402  (book/build.py: the plan and the command line)
+import render  # noqa: E402  (book/render.py: the build-information page and the HTML)
+import runner  # noqa: E402  (book/runner.py; spawned build workers import it by this name too)
 
 NOTEBOOKS = build.NOTEBOOKS  # the chapters of _toc.yml with a book/<name>.py source
 MIN_FIGURES = {"01_method": 5, "02_hateful_memes": 4, "03_mmimdb": 4, "04_ur_funny": 4, "05_mosei": 4,
@@ -63,7 +65,7 @@ def _notebook(folder: Path, name: str, *cells: str) -> Path:
 def test_hung_cell_fails_at_the_time_limit_naming_the_cell(tmp_path):
     _notebook(tmp_path, "sleeper", "x = 1", "import time\ntime.sleep(10**6)  # never ends", "y = 2")
     t0 = time.monotonic()
-    res = build.execute("sleeper", {}, str(tmp_path / "out"), timeout=3, idle_timeout=60, src_dir=str(tmp_path))
+    res = runner.execute("sleeper", {}, str(tmp_path / "out"), timeout=3, idle_timeout=60, src_dir=str(tmp_path))
     took = time.monotonic() - t0
     assert not res["ok"] and took < 60, (took, res)
     assert "cell 2 (`import time`)" in res["error"] and "timed out" in res["error"] and "after 3 seconds" in res["error"]
@@ -94,7 +96,7 @@ def test_silent_hang_is_ended_retried_once_then_fails_naming_the_cell(tmp_path, 
     _withhold_reply(monkeypatch, times=2)
     _notebook(tmp_path, "silent", "x = 1", "y = 2  # lost", "z = 3")
     t0 = time.monotonic()
-    res = build.execute("silent", {}, str(tmp_path / "out"), timeout=30, idle_timeout=2, src_dir=str(tmp_path))
+    res = runner.execute("silent", {}, str(tmp_path / "out"), timeout=30, idle_timeout=2, src_dir=str(tmp_path))
     took = time.monotonic() - t0
     assert not res["ok"] and res["attempts"] == 2 and took < 60, (took, res)
     assert "hung 2 times" in res["error"] and "cell 2 (`y = 2  # lost`)" in res["error"], res["error"]
@@ -104,7 +106,7 @@ def test_silent_hang_is_ended_retried_once_then_fails_naming_the_cell(tmp_path, 
 def test_silent_hang_that_does_not_recur_passes_on_the_retry(tmp_path, monkeypatch):
     _withhold_reply(monkeypatch, times=1)
     _notebook(tmp_path, "once", "x = 1", "y = 2  # lost", "print(x + y)")
-    res = build.execute("once", {}, str(tmp_path / "out"), timeout=30, idle_timeout=2, src_dir=str(tmp_path))
+    res = runner.execute("once", {}, str(tmp_path / "out"), timeout=30, idle_timeout=2, src_dir=str(tmp_path))
     assert res["ok"] and res["attempts"] == 2, res
     nb = json.loads((tmp_path / "out" / "once.ipynb").read_text())
     assert "".join(nb["cells"][-1]["outputs"][0]["text"]) == "3\n"  # the retry ran the notebook to its end
@@ -145,7 +147,7 @@ def test_build_info_page(tmp_path):
     timings = {"scale": "smoke", "jobs": 2, "timeout": 1800, "finished": "2026-01-02 03:04:05", "notebooks_wall_s": 12.5,
                "pretraining_s": 55.0, "notebooks": {build.NOTEBOOKS[0]: 3.25},
                "notebook_runs": {build.NOTEBOOKS[0]: {"seconds": 3.25, "ok": True, "attempts": 2, "build": "this build"}}}
-    build.write_build_info(page, timings)
+    render.write_build_info(page, timings, build.NOTEBOOKS)
     text = page.read_text()
     assert text.startswith("# Build information")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()

@@ -1,5 +1,5 @@
 """The build's budget: what a training record says about its own time and work, and how
-:mod:`wma_core.budget` reads records, executed notebooks and pretraining folders.
+:mod:`wma_study.budget` reads records, executed notebooks and pretraining folders.
 
 References are computed in the test: the number of samples and steps from the split size and
 the batch size, the FLOP estimate from the model's parameters counted here by module type, the
@@ -15,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from wma_core import budget
+from wma_study import budget
+from wma_core import optim as O
 from wma_core import train as T
-from wma_core.results import ResultsStore
+from wma_core.store import ResultsStore
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_fused_adamw_matches_the_reference_loop():
     cfg = T.TrainConfig(lr=1e-2)
     opt = T.make_optimizer(model, cfg, torch.device("cpu"))
     assert opt.defaults["fused"] is True
-    ref_opt = torch.optim.AdamW(T.param_groups(ref, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas, foreach=False)
+    ref_opt = torch.optim.AdamW(O.param_groups(ref, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas, foreach=False)
     x = torch.randn(32, 8)
     for _ in range(20):
         for m, o in ((model, opt), (ref, ref_opt)):

@@ -1,4 +1,4 @@
-"""Tests of wma_core.calibrate: the paper's drops, the choice of amplitude, the calibration file,
+"""Tests of wma_study.calibrate: the paper's drops, the choice of amplitude, the calibration file,
 the first-step ratio of the regulariser to the task loss, and how the profiles read the file.
 
 References: the paper's Table 1 as printed (values typed here), numpy computations in the test.
@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from wma_core import calibrate as C
-from wma_core.experiments import PROFILES, noise_settings
+from wma_study import calibrate as C
+from wma_study import calibration as CR
+from wma_study.experiments import PROFILES, noise_settings
 
 
 def test_paper_drops_from_table_1():
     # Table 1, baseline rows, typed from the paper: normal minus noise (MAE: noise minus normal)
-    assert C.paper_drops("hateful_memes") == pytest.approx({"text": 0.736 - 0.711, "image": 0.736 - 0.571})
-    assert C.paper_drops("mmimdb") == pytest.approx({"text": 0.551 - 0.486, "image": 0.551 - 0.243})
-    assert C.paper_drops("ur_funny") == pytest.approx({"text": 0.704 - 0.612, "video": 0.704 - 0.620, "audio": 0.704 - 0.680})
-    assert C.paper_drops("mosei") == pytest.approx({"text": 0.814 - 0.807, "video": 0.817 - 0.807, "audio": 0.0}, abs=1e-9)
+    assert CR.paper_drops("hateful_memes") == pytest.approx({"text": 0.736 - 0.711, "image": 0.736 - 0.571})
+    assert CR.paper_drops("mmimdb") == pytest.approx({"text": 0.551 - 0.486, "image": 0.551 - 0.243})
+    assert CR.paper_drops("ur_funny") == pytest.approx({"text": 0.704 - 0.612, "video": 0.704 - 0.620, "audio": 0.704 - 0.680})
+    assert CR.paper_drops("mosei") == pytest.approx({"text": 0.814 - 0.807, "video": 0.817 - 0.807, "audio": 0.0}, abs=1e-9)
 
 
 def test_choose_closest_mean_drop():
@@ -49,22 +50,22 @@ def test_choose_never_picks_noise_that_helps():
 
 def test_load_calibration_rejects_bad_files(tmp_path):
     p = tmp_path / "cal.json"
-    with pytest.raises(FileNotFoundError, match="python -m wma_core.calibrate"):
-        C.load_calibration(p)
+    with pytest.raises(FileNotFoundError, match="python -m wma_study.calibrate"):
+        CR.load_calibration(p)
     p.write_text("{not json")
     with pytest.raises(ValueError, match="cal.json: not valid JSON"):
-        C.load_calibration(p)
+        CR.load_calibration(p)
     p.write_text(json.dumps({"mode": "symmetric", "datasets": {}}))
     with pytest.raises(ValueError, match="mode 'relative'"):
-        C.load_calibration(p)
+        CR.load_calibration(p)
     p.write_text(json.dumps({"mode": "relative", "datasets": {"mosei": {"text": {"amplitude": -1}}}}))
     with pytest.raises(ValueError, match=r"datasets\.mosei\.text\.amplitude"):
-        C.load_calibration(p)
+        CR.load_calibration(p)
     p.write_text(json.dumps({"mode": "relative", "datasets": {"mosei": {"text": {"amplitude": 0.5}}}}))
     with pytest.raises(KeyError, match="no calibrated amplitude for mosei"):
-        C.calibrated_amplitudes("mosei", p)
+        CR.calibrated_amplitudes("mosei", p)
     with pytest.raises(KeyError, match="no calibrated amplitude for ur_funny"):
-        C.calibrated_amplitudes("ur_funny", p)
+        CR.calibrated_amplitudes("ur_funny", p)
 
 
 def test_first_step_ratio_closed_form():
@@ -77,7 +78,7 @@ def test_first_step_ratio_closed_form():
     terms = {"task_loss": L, "pairs": {k: {"d0": float(d.mean()), "var": float(d.var())} for k, d in D.items()}}
     for alpha, beta in [(1.0, 0.0), (6.0, 0.2), (0.5, 2.0)]:
         direct = alpha * sum(np.mean((d - beta * d.mean()) ** 2) for d in D.values()) / L
-        assert C.first_step_ratio(terms, alpha, beta) == pytest.approx(direct, rel=1e-9)
+        assert CR.first_step_ratio(terms, alpha, beta) == pytest.approx(direct, rel=1e-9)
         # and what training's regulariser computes on that batch
         dist = {k: (torch.tensor(d, dtype=torch.float64), torch.ones(len(d), dtype=torch.bool)) for k, d in D.items()}
         reg = WMARegulariser(WMAConfig(alpha=alpha, beta=beta), [k.split("-") for k in D])
@@ -92,19 +93,19 @@ def test_profiles_noise_settings():
     default = noise_settings("ur_funny", "default")
     assert default["noise_mode"] == "relative"
     assert set(default["amplitude"]) == {"text", "video", "audio"}
-    cal = C.load_calibration()
+    cal = CR.load_calibration()
     assert default["amplitude"] == {m: cal["datasets"]["ur_funny"][m]["amplitude"] for m in ("text", "video", "audio")}
 
 
 def test_calibration_file_records_what_the_book_needs():
-    cal = C.load_calibration()
+    cal = CR.load_calibration()
     for key in ("backbone", "date", "seeds", "split", "min_drop", "amplitudes_tried"):
         assert key in cal
     assert cal["split"] == "dev"
     for ds, mods in cal["datasets"].items():
-        assert set(mods) == set(C.MODALITIES[ds])
+        assert set(mods) == set(CR.MODALITIES[ds])
         for m, e in mods.items():
-            assert e["paper_drop"] == pytest.approx(C.paper_drops(ds)[m], abs=1e-6)
+            assert e["paper_drop"] == pytest.approx(CR.paper_drops(ds)[m], abs=1e-6)
             assert e["target_drop"] == pytest.approx(max(e["paper_drop"], cal["min_drop"]), abs=1e-6)
             assert e["amplitude"] in cal["amplitudes_tried"]
             if not e.get("calibrated", True):  # borrowed from a dataset with the same modalities
@@ -124,11 +125,11 @@ def test_calibration_file_records_what_the_book_needs():
 
 def test_summary_frame_says_whether_the_noise_hurts(tmp_path):
     """A transferred entry was never measured on its own dataset: its row says so, not "no"."""
-    cal = C.load_calibration()
+    cal = CR.load_calibration()
     path = tmp_path / "cal.json"
     path.write_text(json.dumps(cal))
     C.transfer(path, "ur_funny", "mosei", reason="test")
-    rows = C.summary_frame(json.loads(path.read_text())).set_index(["dataset", "modality"])
+    rows = CR.summary_frame(json.loads(path.read_text())).set_index(["dataset", "modality"])
     assert set(rows.loc["mosei", "hurts on dev"]) == {"not measured"}
     assert set(rows.loc["mosei", "calibrated"]) == {"no (from ur_funny)"}
     for m, e in cal["datasets"]["ur_funny"].items():

@@ -1,6 +1,6 @@
 """Checkpoint names: local folders never reach the network, hub names fail at once offline, and
 the model decides the tokenizer the data are prepared with (data_prep.checkpoints,
-wma_core.experiments.prepare_data, data_prep.text.load_pretrained, wma_core.model.load_vilt)."""
+wma_study.experiments.prepare_data, data_prep.text.load_pretrained, wma_core.model.load_vilt)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def data_home(tmp_path, monkeypatch):
 def test_folder_without_tokenizer_files_is_a_clear_error(tmp_path, data_home, no_network):
     from transformers import ViltConfig, ViltModel
 
-    from wma_core.experiments import prepare_data
+    from wma_study.experiments import prepare_data
 
     folder = tmp_path / "weights_only"
     ViltModel(ViltConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
@@ -118,7 +118,7 @@ def test_the_model_decides_the_tokenizer(tmp_path, data_home, no_network):
     (reference: transformers' AutoTokenizer on the folder), the fitted one for "tiny"."""
     from transformers import AutoTokenizer
 
-    from wma_core.experiments import prepare_data
+    from wma_study.experiments import prepare_data
 
     from data_prep.config import SynthConfig
     from data_prep.synth import synthesize
@@ -155,7 +155,7 @@ def test_the_model_decides_the_tokenizer(tmp_path, data_home, no_network):
 def test_tokenizer_larger_than_the_models_vocabulary(tmp_path, data_home):
     from transformers import ViltConfig, ViltModel
 
-    from wma_core.experiments import prepare_data
+    from wma_study.experiments import prepare_data
 
     folder = tmp_path / "small_vocab"
     ViltModel(ViltConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

@@ -210,7 +210,7 @@ def test_non_finite_values_on_padded_steps_keep_the_sample(tmp_path):
 
 
 def test_data_summary_says_how_non_finite_features_differ_from_multibench(tmp_path):
-    from wma_core.figures import data_summary
+    from wma_study.figures import data_summary
 
     raw = _twin("ur_funny", tmp_path)
     data = _pickle(raw, "humor.pkl")

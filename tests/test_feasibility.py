@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from wma_core import figures, report  # noqa: E402
-from wma_core.results import ResultsStore, config_key  # noqa: E402
+from wma_study import figures, report  # noqa: E402
+from wma_core.store import ResultsStore, config_key  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +109,8 @@ def test_heatmap_hatches_and_curves_mark_unreachable_cells(grid_store):
 
 def test_default_beta_grid_reachable_for_recorded_d0():
     """Every default grid cell's target β·D0 ≤ 2 for the largest D0 the calibration runs measured."""
-    from wma_core.calibrate import CALIBRATION_PATH
-    from wma_core.experiments import get_profile
+    from wma_study.calibration import CALIBRATION_PATH
+    from wma_study.experiments import get_profile
 
     cal = json.loads(CALIBRATION_PATH.read_text())
     prof = get_profile("default")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wma_core.metrics import compute_metrics, headline_metric, is_better
-from wma_core.results import ResultsStore, config_key
+from wma_core.store import ResultsStore, config_key
 
 
 def _auroc_by_pairs(y, score):

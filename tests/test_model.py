@@ -21,6 +21,7 @@ from torch import nn
 from transformers import ViltConfig, ViltForMaskedLM, ViltModel
 
 from wma_core import perturb as P
+from wma_core.embeddings import visual_embed_raster
 from wma_core.model import TaskHead, WMAClassifier, WMAVilt, load_vilt
 
 SMALL = dict(
@@ -491,7 +492,7 @@ def test_raster_patches_are_packed_in_raster_order(model):
     0..n_b-1), then padding (-1); the image part is as long as the largest valid grid."""
     batch = make_batch(5)
     pixels = batch["pixel_values"].float()
-    emb, mask, canon = model._visual_embed_raster(pixels, batch["pixel_mask"])
+    emb, mask, canon = visual_embed_raster(model.vilt.embeddings, model.config, pixels, batch["pixel_mask"])
     n_max = max(n_patches(b) for b in range(3))
     assert emb.shape[1] == 1 + n_max and mask.shape == (3, 1 + n_max) and canon.shape == (3, n_max)
     for b in range(3):
@@ -500,5 +501,5 @@ def test_raster_patches_are_packed_in_raster_order(model):
         assert mask[b].tolist() == [1] * (1 + n) + [0] * (n_max - n)
     # a batch of one shape keeps the whole grid, untouched
     same = dict(batch, pixel_mask=torch.ones_like(batch["pixel_mask"]))
-    _, mask1, canon1 = model._visual_embed_raster(pixels, same["pixel_mask"])
+    _, mask1, canon1 = visual_embed_raster(model.vilt.embeddings, model.config, pixels, same["pixel_mask"])
     assert canon1.shape == (3, (H // PATCH) * (W // PATCH)) and bool(mask1.all())

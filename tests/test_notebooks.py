@@ -20,7 +20,7 @@ import pytest
 
 jupytext = pytest.importorskip("jupytext")
 
-from wma_core.experiments import PAPER_SELECTED, chapter_alpha  # noqa: E402
+from wma_study.experiments import PAPER_SELECTED, chapter_alpha  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -134,7 +134,7 @@ def test_dataset_defaults_are_the_papers_choice(name, dataset):
 
 def test_ablation_and_summary_compare_with_the_chapters_wma():
     """06 and 10 read WMA at the dataset chapter's (α, β), not at the paper's unscaled α."""
-    from wma_core.experiments import chapter_selection
+    from wma_study.experiments import chapter_selection
 
     for ds, (a, b) in PAPER_SELECTED.items():
         assert chapter_selection(ds, "default") == (chapter_alpha(ds, "default"), b)
@@ -151,7 +151,7 @@ def test_study_layer_imports_without_transformers_or_sklearn():
     import sys
 
     code = ("import sys\n"
-            "from wma_core import chapters, experiments, figures, report, sweep, budget\n"
+            "from wma_study import chapters, experiments, figures, report, sweep, budget\n"
             "import data_prep.prepare, data_prep.synth, data_prep.dataset\n"
             "print(sorted(m for m in ('transformers', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

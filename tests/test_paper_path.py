@@ -177,7 +177,7 @@ def _network_attempts(setup) -> str:
 
 
 def _records(setup) -> list[dict]:
-    from wma_core.results import ResultsStore
+    from wma_core.store import ResultsStore
 
     return list(ResultsStore(setup["base"] / "data" / "results").records())
 
@@ -230,7 +230,7 @@ def test_chapter_at_paper_scale_offline(paper_setup, notebook, dataset, n_cases)
     # the runs: the paper profile with the local model, one seed, the cap, every test case
     recs = [r for r in _records(s) if r["config"]["dataset"] == dataset]
     assert sorted(r["config"]["method"] for r in recs) == ["baseline", "min_ot", "wma"]
-    from wma_core.experiments import PROFILES
+    from wma_study.experiments import PROFILES
 
     for r in recs:
         c = r["config"]
@@ -249,7 +249,7 @@ def test_prepared_at_paper_size_with_the_models_tokenizer(paper_setup, monkeypat
     from transformers import AutoTokenizer
 
     from data_prep.dataset import PreparedDataset
-    from wma_core.experiments import prepare_data
+    from wma_study.experiments import prepare_data
 
     s = paper_setup
     monkeypatch.setenv("WMA_DATA", s["env"]["WMA_DATA"])
@@ -276,7 +276,7 @@ def test_prepared_at_paper_size_with_the_models_tokenizer(paper_setup, monkeypat
 def test_sweep_cli_at_paper_scale_offline(paper_setup):
     s = paper_setup
     results = s["base"] / "data" / "results"
-    cmd = [sys.executable, "-m", "wma_core.sweep", "--dataset", "hateful_memes", "--alpha", "0.5", "--beta", "1",
+    cmd = [sys.executable, "-m", "wma_study.sweep", "--dataset", "hateful_memes", "--alpha", "0.5", "--beta", "1",
            "--seeds", "0", "--results", str(results), "--scale", "paper", "--data-root", str(s["raw"]["hateful_memes"]),
            "--model", str(s["model"]), "--device", "cpu", "--epochs", "1", "--max-train-samples", "16",
            "--executor", "local", "--no-progress"]

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from wma_core.paper import (
+from wma_study.paper import (
     COLUMNS, DATASETS, KEY, METHODS, METRICS, TEST_CASES, DEFAULT_PATH,
     load_paper_results, paper_table,
 )

@@ -231,7 +231,7 @@ def _batch(folder_home: Path):
 def test_losses_against_independent_computations(home):
     split, batch, tok = _batch(home)
     cfg = replace(CFG, ot_iters=200)
-    model = PT.build_model(cfg, len(tok))
+    model = PT.build_pretrainer(cfg, len(tok))
     model.eval()
     specials = [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id, tok.mask_token_id]
     g = torch.Generator().manual_seed(3)
@@ -281,7 +281,7 @@ def test_held_out_itm_counts_random_and_hard_negatives(folder, home):
     with torch.no_grad():
         model.itm.weight.zero_()
         model.itm.bias.copy_(torch.tensor([-5.0, 5.0]))
-    res = PT.evaluate(model, split, tok, CFG, batch_size=8)
+    res = PT.evaluate_heldout(model, split, tok, CFG, batch_size=8)
     sizes = [len(b) for b in split.batches(8)]
     positives = sum(n - int(0.5 * n) for n in sizes) / sum(sizes)
     assert res["n_pairs"] == sum(sizes)
@@ -356,7 +356,7 @@ def test_mixed_shape_batches_are_padded_and_masked(home):
     assert len(shapes) > 1
     seen = torch.cat(split.batches(8, torch.Generator().manual_seed(0))).tolist()
     assert len(seen) == len(set(seen)) and len(split) - len(seen) <= 1  # each caption once (a lone last one dropped)
-    model = PT.build_model(CFG, len(tok)).eval()
+    model = PT.build_pretrainer(CFG, len(tok)).eval()
     with torch.no_grad():
         out = model.encode(batch)
         for i in range(len(batch["input_ids"])):
@@ -397,7 +397,7 @@ def test_study_tables_are_computed_once_per_checkpoint_data_and_parameters(tmp_p
     """Chapter 00's tables (twin gap, D0) are cached: the same inputs read the file, other inputs recompute."""
     import pandas as pd
 
-    from wma_core import pretrain_study as S
+    from wma_study import pretrain_study as S
 
     monkeypatch.setenv("WMA_DATA", str(tmp_path / "home"))
     ckpt = tmp_path / "ckpt"

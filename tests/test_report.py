@@ -1,4 +1,4 @@
-"""wma_core.report on a hand-written results store.
+"""wma_study.report on a hand-written results store.
 
 The expected numbers are computed here independently: Student-t intervals from
 ``scipy.stats.t.ppf`` and numpy, the paper's cells read with the ``csv`` module straight from
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from wma_core import report
-from wma_core.paper import DEFAULT_PATH
-from wma_core.results import ResultsStore, config_key
+from wma_study import report
+from wma_study.paper import DEFAULT_PATH
+from wma_core.store import ResultsStore, config_key
 
 HM_CASES = ["normal", "text_noise", "image_noise", "text_missing", "image_missing"]
 MOSEI_CASES = ["normal", "text_noise", "video_noise", "audio_noise", "text_missing", "video_missing", "audio_missing"]
@@ -290,7 +290,7 @@ def _hand_grid(dataset, table, case, selected):
     ("mosei", 6, "audio_noise", (1.0, 1.2)),
 ])
 def test_paper_grid_summary_by_hand(dataset, table, case, selected):
-    from wma_core.paper_grids import grid_summary
+    from wma_study.paper_grids import grid_summary
 
     s = grid_summary([dataset]).set_index("test_case").loc[case]
     hand = _hand_grid(dataset, table, case, selected)
@@ -300,7 +300,7 @@ def test_paper_grid_summary_by_hand(dataset, table, case, selected):
 
 
 def test_paper_grid_summary_known_facts_and_exclusions():
-    from wma_core.paper_grids import EXCLUDED, grid_summary
+    from wma_study.paper_grids import EXCLUDED, grid_summary
 
     s = grid_summary().set_index(["dataset", "test_case"])
     hm = s.loc[("hateful_memes", "normal")]
@@ -318,7 +318,7 @@ def test_paper_grid_summary_known_facts_and_exclusions():
 
 
 def test_p_values_print_small_and_undefined_honestly():
-    from wma_core.figures import p_text
+    from wma_study.figures import p_text
 
     assert p_text(0.0004) == "< 0.001" and p_text(0.0) == "< 0.001"
     assert p_text(0.0123) == "0.012" and p_text(float("nan")) == "–" and p_text(None) == "–"
@@ -327,7 +327,7 @@ def test_p_values_print_small_and_undefined_honestly():
 def test_cached_png_draws_once_per_key(tmp_path):
     import matplotlib.pyplot as plt
 
-    from wma_core import figures
+    from wma_study import figures
 
     calls = []
 
@@ -351,7 +351,7 @@ def test_cached_png_draws_once_per_key(tmp_path):
 def test_summary_claim_rows_carry_each_endpoint_and_its_evidence():
     import pandas as pd
 
-    from wma_core import chapters, figures
+    from wma_study import chapters, figures
 
     ep = pd.DataFrame([{"endpoint": "normal", "diff_mean": 0.01, "diff_lo": -0.01, "diff_hi": 0.03, "paper_gain": 0.005,
                         "mde": 0.02, "n_seeds": 8, "verdict": "inconclusive"},

@@ -274,14 +274,16 @@ def hm_prepared(hm_twin):
 @pytest.mark.parametrize("payload", ["os.system", "builtins.exec"])
 def test_resume_checkpoint_that_runs_code_is_refused(hm_prepared, tmp_path, payload):
     from wma_core import train as T
-    from wma_core.results import ResultsStore
+    from wma_core.record import run_config
+    from wma_core.store import config_key
+    from wma_core.store import ResultsStore
 
     marker = tmp_path / "EXECUTED"
     evil, global_name = _evil_payloads(marker)[payload]
     cfg = T.TrainConfig(dataset="hateful_memes", data_dir=str(hm_prepared), epochs=1, batch_size=16,
                         progress=False, device="cpu", ot_iters=5)
     store = ResultsStore(tmp_path / "results")
-    run_dir = store.run_dir(T.config_key(T.run_config(cfg)))
+    run_dir = store.run_dir(config_key(run_config(cfg)))
     run_dir.mkdir(parents=True)
     torch.save({"model": evil, "opt": {}, "sched": {}, "rng": torch.get_rng_state(), "state": {}}, run_dir / "last.pt")
     with pytest.raises(ValueError, match=rf"last\.pt: refused to load: it names \S*{global_name.split('.')[-1]},"):
@@ -397,7 +399,7 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("key", ["../../escape", "/tmp/abs", "a/b", ".hidden", ".."])
 def test_run_keys_cannot_leave_the_results_folder(tmp_path, key):
-    from wma_core.results import ResultsStore
+    from wma_core.store import ResultsStore
 
     store = ResultsStore(tmp_path / "results")
     for use in (store.path, store.run_dir, store.lock, store.get):

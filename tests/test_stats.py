@@ -1,4 +1,4 @@
-"""wma_core.stats against scipy.stats and hand-computed numbers."""
+"""wma_study.stats against scipy.stats and hand-computed numbers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from wma_core.stats import mean_ci, paired_test, summarize
+from wma_study.stats import mean_ci, paired_test, summarize
 
 
 def test_mean_ci_matches_scipy_t_interval():
@@ -126,7 +126,7 @@ def test_summarize_groups():
 
 
 def test_mde_has_80_percent_power_by_the_noncentral_t():
-    from wma_core.stats import mde
+    from wma_study.stats import mde
 
     for n, sd in [(3, 0.02), (8, 0.01), (20, 0.05)]:
         m = mde(sd, n)
@@ -143,7 +143,7 @@ def test_mde_has_80_percent_power_by_the_noncentral_t():
 
 
 def test_holm_by_hand():
-    from wma_core.stats import holm
+    from wma_study.stats import holm
 
     # sorted p: 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> monotone: 0.06)
     assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
@@ -154,7 +154,7 @@ def test_holm_by_hand():
 
 
 def test_pool_effects_by_hand():
-    from wma_core.stats import pool_effects
+    from wma_study.stats import pool_effects
 
     e = np.array([0.010, 0.030, -0.005, 0.020])
     v = np.array([1e-4, 4e-4, 2e-4, 1e-4])
@@ -184,7 +184,7 @@ def test_pool_effects_by_hand():
 
 
 def test_variance_split_mean_metric_by_hand():
-    from wma_core.stats import ci_halfwidth, variance_split
+    from wma_study.stats import ci_halfwidth, variance_split
 
     rng = np.random.default_rng(1)
     n, seeds = 400, 6
@@ -220,7 +220,7 @@ def test_variance_split_mean_metric_by_hand():
 def test_expected_max_by_enumeration():
     import itertools
 
-    from wma_core.stats import expected_max
+    from wma_study.stats import expected_max
 
     vals = [0.3, -0.1, 0.2, 0.0]
     for k in (1, 2, 4):
@@ -232,7 +232,7 @@ def test_expected_max_by_enumeration():
 
 
 def test_selection_null():
-    from wma_core.stats import selection_null
+    from wma_study.stats import selection_null
 
     # one cell: no selection, mean 0
     assert selection_null(0.01, 1, 10**6)["mean"] == pytest.approx(0.0, abs=3e-4)
@@ -246,7 +246,7 @@ def test_selection_null():
 
 
 def test_pool_effects_random_with_heterogeneity():
-    from wma_core.stats import pool_effects
+    from wma_study.stats import pool_effects
 
     e = np.array([0.00, 0.05, -0.03, 0.04])  # far apart relative to their variances: tau^2 > 0
     v = np.array([1e-4, 1e-4, 2e-4, 1e-4])
@@ -263,7 +263,7 @@ def test_pool_effects_random_with_heterogeneity():
 
 
 def test_pooling_identical_effects_is_quiet_and_exact():
-    from wma_core.stats import pool_effects
+    from wma_study.stats import pool_effects
 
     # identical effects with unequal variances: statsmodels' unused Hartung-Knapp rows take the
     # sqrt of 0/negative numbers; the pooled effect is the common one, with no warning on the page

@@ -1,4 +1,4 @@
-"""wma_core.sweep: the results store makes sweeps resumable and reruns free.
+"""wma_study.sweep: the results store makes sweeps resumable and reruns free.
 
 - ``executor="local"``: two smoke trials write their records; a rerun trains nothing and leaves
   every record file byte-identical (same mtime).
@@ -33,10 +33,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from wma_core import experiments
-from wma_core.results import ResultsStore, config_key
-from wma_core.sweep import SweepError, run_trials
-from wma_core.train import run_config
+from wma_study import experiments
+from wma_core.store import ResultsStore, config_key
+from wma_study.sweep import SweepError, run_trials
+from wma_core.record import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,7 +200,7 @@ def test_cli_killed_midway_resumes_without_rerunning(data_home, tmp_path, ray_tm
     records_dir = results / "records"
     log = tmp_path / "trials.log"
     alphas, betas, seeds, epochs = ("0", "1"), ("0.5", "2"), ("0", "1"), 3
-    cmd = [sys.executable, "-m", "wma_core.sweep", "--dataset", "hateful_memes", "--alpha", *alphas, "--beta", *betas,
+    cmd = [sys.executable, "-m", "wma_study.sweep", "--dataset", "hateful_memes", "--alpha", *alphas, "--beta", *betas,
            "--seeds", *seeds, "--results", str(results), "--scale", "smoke", "--epochs", str(epochs),
            "--executor", "ray", "--cpus-per-trial", "1", "--no-progress"]
     env = {**os.environ, "WMA_DATA": str(home), "RAY_TMPDIR": ray_tmpdir, "WMA_TRIAL_LOG": str(log), "PYTHONUNBUFFERED": "1"}

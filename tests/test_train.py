@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from wma_core import device as D
+from wma_core import optim as O
+from wma_core import record as R
 from wma_core import train as T
 from wma_core.model import TaskHead
-from wma_core.results import ResultsStore, config_key
+from wma_core.store import ResultsStore, config_key
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,7 @@ def test_interrupted_run_resumes_to_the_same_result(hm_dir, tmp_path, monkeypatc
     store = ResultsStore(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         T.fit(cfg, store)
-    key = T.config_key(T.run_config(cfg))
+    key = config_key(R.run_config(cfg))
     assert store.get(key) is None
     ck = torch.load(store.run_dir(key) / "last.pt", weights_only=True)  # checkpoints hold tensors and plain values only
     assert ck["state"]["epoch"] == 1
@@ -178,22 +181,22 @@ def test_eval_amp_resolution(hm_dir, monkeypatch):
     assert T.TrainConfig(amp="bf16").eval_autocast == "bf16"  # "same": as training
     assert T.TrainConfig(amp=None, eval_amp="bf16").eval_autocast == "bf16"
     assert T.TrainConfig(amp="bf16", eval_amp=None).eval_autocast is None
-    monkeypatch.setattr(T, "native_bf16", lambda device="auto": False)
-    assert T.resolve_eval_amp("auto", "cpu") is None
-    monkeypatch.setattr(T, "native_bf16", lambda device="auto": True)
-    assert T.resolve_eval_amp("auto", "cpu") == "bf16"
-    assert T.resolve_eval_amp(None, "cpu") is None
+    monkeypatch.setattr(D, "native_bf16", lambda device="auto": False)
+    assert D.resolve_eval_amp("auto", "cpu") is None
+    monkeypatch.setattr(D, "native_bf16", lambda device="auto": True)
+    assert D.resolve_eval_amp("auto", "cpu") == "bf16"
+    assert D.resolve_eval_amp(None, "cpu") is None
     # the evaluation dtype changes test numbers, so it is part of the run's key
-    key = lambda amp: config_key(T.run_config(_cfg(hm_dir, eval_amp=amp)))  # noqa: E731
+    key = lambda amp: config_key(R.run_config(_cfg(hm_dir, eval_amp=amp)))  # noqa: E731
     assert key(None) != key("bf16")
 
 
 def test_schedule_and_weight_decay_groups():
-    f = T.warmup_linear(100, 0.1)
+    f = O.warmup_linear(100, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(55) == pytest.approx(0.5) and f(100) == 0.0
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    decay, no_decay = T.param_groups(model, 0.01)
+    decay, no_decay = O.param_groups(model, 0.01)
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
 
@@ -239,5 +242,5 @@ def test_prior_head_bias_leaves_regression_alone_and_is_in_the_key(hm_dir):
     head.head = TaskHead(8, 1)
     T.init_head_bias(head, "prior", "regression", np.array([0.5, -2.0, 3.0]))
     assert torch.count_nonzero(head.head[-1].bias) == 0
-    key = lambda hb: config_key(T.run_config(_cfg(hm_dir, head_bias=hb)))  # noqa: E731
+    key = lambda hb: config_key(R.run_config(_cfg(hm_dir, head_bias=hb)))  # noqa: E731
     assert key("zero") != key("prior")

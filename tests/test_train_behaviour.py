@@ -28,8 +28,9 @@ from sklearn.metrics import roc_auc_score
 from data_prep.dataset import PreparedDataset, make_loader, task_info
 from wma_core import model as M
 from wma_core import perturb as P
+from wma_core import record as R
 from wma_core import train as T
-from wma_core.results import ResultsStore
+from wma_core.store import ResultsStore
 
 PAIR = "text-image"
 
@@ -168,9 +169,9 @@ def test_every_method_and_seed_sees_the_same_perturbed_test_inputs(runs, hm_dir)
     h = M.TINY_CONFIG["hidden_size"]
     for kind in ("noise", "missing"):
         p = P.Perturbation(kind=kind, modality="text").for_split(n_test)
-        assert T.perturbation_digest(p, n_test, h) == digests["baseline"][f"text_{kind}"]
-        assert T.perturbation_digest(dataclasses.replace(p, seed=1), n_test, h) != digests["baseline"][f"text_{kind}"]
-    assert digests["baseline"]["text_missing"] != T.perturbation_digest(
+        assert R.perturbation_digest(p, n_test, h) == digests["baseline"][f"text_{kind}"]
+        assert R.perturbation_digest(dataclasses.replace(p, seed=1), n_test, h) != digests["baseline"][f"text_{kind}"]
+    assert digests["baseline"]["text_missing"] != R.perturbation_digest(
         P.Perturbation(kind="missing", modality="text", rate=0.25).for_split(n_test), n_test, h)
 
 
@@ -272,7 +273,7 @@ def test_run_key_follows_the_backbone_content_not_its_path(tmp_path):
     changed weights key differently."""
     import shutil
 
-    from wma_core.train import model_identity
+    from wma_core.record import model_identity
 
     a = tmp_path / "a"
     a.mkdir()
@@ -281,7 +282,7 @@ def test_run_key_follows_the_backbone_content_not_its_path(tmp_path):
     b = tmp_path / "elsewhere" / "b"
     shutil.copytree(a, b)
     assert model_identity(str(a)) == model_identity(str(b)) and model_identity(str(a)).startswith("folder:")
-    from wma_core.train import _folder_digest
+    from wma_core.record import _folder_digest
 
     hits = _folder_digest.cache_info().hits
     model_identity(str(a))

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from wma_core import figures, report
-from wma_core.paper import DEFAULT_PATH
-from wma_core.results import ResultsStore, config_key
+from wma_study import figures, report
+from wma_study.paper import DEFAULT_PATH
+from wma_core.store import ResultsStore, config_key
 
 NAN = float("nan")
 

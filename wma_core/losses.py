@@ -174,3 +174,16 @@ class WMARegulariser:
             r = _masked_mean((D - target) ** 2, valid)
             total = r if total is None else total + r
         return self.cfg.alpha * total, stats
+
+
+def task_loss(kind: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The task loss of a head's ``output`` ``[B, n_out]``, in float32: BCE with logits for
+    ``binary`` and ``multilabel`` tasks, L1 for ``regression`` (MOSEI, as MultiBench trains it)."""
+    output = output.float()
+    if kind == "binary":
+        return torch.nn.functional.binary_cross_entropy_with_logits(output.reshape(-1), labels.float().reshape(-1))
+    if kind == "multilabel":
+        return torch.nn.functional.binary_cross_entropy_with_logits(output, labels.float())
+    if kind == "regression":
+        return torch.nn.functional.l1_loss(output.reshape(-1), labels.float().reshape(-1))
+    raise ValueError(f"unknown task kind {kind!r}")

@@ -30,9 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import perturb as P
-
-PIXEL_MEAN = 0.5  # ViltImageProcessor's image_mean / image_std (all channels)
-PIXEL_STD = 0.5
+from .embeddings import FeatureEmbedding, grow_modality_types, normalise_pixels, type_embed, visual_embed_hf, visual_embed_raster
 
 #: The embedded default: a tiny randomly initialised ViLT that trains on 2 CPU cores.
 TINY_CONFIG = dict(
@@ -67,34 +65,6 @@ class WMAOutput:
     tokens: dict = field(default_factory=dict)
     token_masks: dict = field(default_factory=dict)
     cls: dict = field(default_factory=dict)
-
-
-def normalise_pixels(pixel_values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 ``[B, 3, H, W]`` in 0..255 -> ``(x / 255 - mean) / std``; float input passes through."""
-    if pixel_values.dtype == torch.uint8:
-        return ((pixel_values.to(dtype) / 255.0) - PIXEL_MEAN) / PIXEL_STD
-    return pixel_values.to(dtype)
-
-
-class FeatureEmbedding(nn.Module):
-    """``Linear(d, h)`` + CLS row + learned positions for one feature-sequence modality."""
-
-    def __init__(self, dim: int, hidden: int, max_len: int, init_std: float = 0.02):
-        super().__init__()
-        self.proj = nn.Linear(dim, hidden)
-        self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
-        self.pos = nn.Parameter(torch.randn(1, max_len + 1, hidden) * init_std)
-        nn.init.normal_(self.proj.weight, std=init_std)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, d]`` -> ``[B, 1 + T, h]`` (CLS row first)."""
-        B, T, _ = x.shape
-        if T + 1 > self.pos.shape[1]:
-            raise ValueError(f"feature sequence of length {T} exceeds max_len {self.pos.shape[1] - 1}")
-        e = self.proj(x.to(self.proj.weight.dtype))
-        e = torch.cat([self.cls.expand(B, -1, -1), e], dim=1)
-        return e + self.pos[:, : T + 1]
 
 
 class WMAVilt(nn.Module):
@@ -137,91 +107,13 @@ class WMAVilt(nn.Module):
             self.features = nn.ModuleDict(
                 {m: FeatureEmbedding(d, h, feature_len, self.config.initializer_range) for m, d in self.feature_dims.items()}
             )
-            self._grow_modality_types(len(self.feature_dims))
+            grow_modality_types(self.vilt.embeddings, self.config, len(self.feature_dims))
             self.modalities = tuple(self.feature_dims)
         else:
             self.features = None
             self.modalities = ("text", "image")
 
-    # -- construction helpers -------------------------------------------------------------
-    def _grow_modality_types(self, n: int) -> None:
-        old = self.vilt.embeddings.token_type_embeddings
-        if old.num_embeddings >= n:
-            return
-        new = nn.Embedding(n, old.embedding_dim).to(old.weight.device, old.weight.dtype)
-        with torch.no_grad():
-            new.weight[: old.num_embeddings] = old.weight
-            new.weight[old.num_embeddings :] = old.weight[1]
-        self.vilt.embeddings.token_type_embeddings = new
-        self.config.modality_type_vocab_size = n
-
-    # -- embeddings --------------------------------------------------------------------------
-    def _type_embed(self, x: torch.Tensor, type_id: int) -> torch.Tensor:
-        table = self.vilt.embeddings.token_type_embeddings
-        return x + table.weight[type_id].to(x.dtype)
-
-    def _visual_embed_raster(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
-        """Patch tokens in raster order, each sample's valid patches first (:func:`_pack_valid`).
-
-        Returns ``emb [B, 1 + n, h]`` (CLS row first, patch + position, before the modality
-        type), ``mask [B, 1 + n]`` long, ``canon [B, n]`` (row * w_i + col, -1 on pads), with
-        ``n`` the largest number of valid patches in the batch (``gh*gw`` when every image of
-        the batch has the padded grid's shape).
-        """
-        emb_mod = self.vilt.embeddings
-        cfg = self.config
-        x = emb_mod.patch_embeddings(pixel_values)  # [B, h, gh, gw]
-        B, hdim, gh, gw = x.shape
-        xm = F.interpolate(pixel_mask[:, None].float(), size=(gh, gw)).long()[:, 0]  # [B, gh, gw]
-        x_h = xm.sum(dim=1)[:, 0]  # [B] valid patch rows (ViLT's rule)
-        x_w = xm.sum(dim=2)[:, 0]  # [B] valid patch columns
-        n_valid = x_h * x_w
-        if cfg.max_image_length is not None and cfg.max_image_length > 0 and int(n_valid.max()) > cfg.max_image_length:
-            raise ValueError(
-                f"max_image_length={cfg.max_image_length} keeps a random subset of patches; "
-                "use patch_order='hf' for that configuration"
-            )
-        side = cfg.image_size // cfg.patch_size
-        spatial = emb_mod.position_embeddings[:, 1:, :].transpose(1, 2).reshape(1, hdim, side, side)
-        pos = x.new_zeros(B, hdim, gh, gw)
-        sizes = torch.stack([x_h, x_w], dim=1)  # [B, 2]
-        for hw in torch.unique(sizes, dim=0).tolist():  # one interpolation per distinct size
-            hh, ww = hw
-            if hh == 0 or ww == 0:
-                continue
-            rows = (sizes == sizes.new_tensor(hw)).all(dim=1)
-            grid = F.interpolate(spatial, size=(hh, ww), mode="bilinear", align_corners=True)
-            pos[rows, :, :hh, :ww] = grid.to(pos.dtype)
-        valid = (torch.arange(gh, device=x.device)[None, :, None] < x_h[:, None, None]) & (
-            torch.arange(gw, device=x.device)[None, None, :] < x_w[:, None, None]
-        )  # [B, gh, gw]
-        canon = torch.arange(gh, device=x.device)[None, :, None] * x_w[:, None, None] + torch.arange(
-            gw, device=x.device
-        )[None, None, :]
-        canon = torch.where(valid, canon, torch.full_like(canon, -1)).flatten(1)  # [B, gh*gw]
-        patches = (x + pos).flatten(2).transpose(1, 2)  # [B, gh*gw, h]
-        valid = valid.flatten(1)  # [B, gh*gw]
-        patches, valid, canon = _pack_valid(patches, valid, canon)  # [B, n_max, h], n_max = most valid patches
-        cls = (emb_mod.cls_token + emb_mod.position_embeddings[:, :1]).expand(B, -1, -1).to(patches.dtype)
-        emb = emb_mod.dropout(torch.cat([cls, patches], dim=1))
-        mask = torch.cat([torch.ones(B, 1, dtype=torch.long, device=x.device), valid.long()], dim=1)
-        return emb, mask, canon
-
-    def _visual_embed_hf(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
-        """transformers' ``visual_embed`` (random patch order); same outputs as the raster version."""
-        emb, mask, (patch_index, _) = self.vilt.embeddings.visual_embed(
-            pixel_values, pixel_mask, max_image_length=self.config.max_image_length
-        )
-        # canonical index of each kept patch: row * w_i + col within the sample's own grid
-        ph = self.config.patch_size
-        xm = F.interpolate(
-            pixel_mask[:, None].float(), size=(pixel_values.shape[-2] // ph, pixel_values.shape[-1] // ph)
-        ).long()[:, 0]
-        x_w = xm.sum(dim=2)[:, 0]
-        canon = patch_index[..., 0] * x_w[:, None] + patch_index[..., 1]
-        canon = torch.where(mask[:, 1:].bool(), canon, torch.full_like(canon, -1))
-        return emb, mask.long(), canon
-
+    # -- embeddings (wma_core.embeddings) --------------------------------------------------
     def embed_image_text(self, input_ids, attention_mask, pixel_values, pixel_mask, perturbation=None, sample_ids=None):
         """Embeddings ``[B, Lt + 1 + Li, h]``, mask, and the (start, end) span of each modality."""
         dtype = self.vilt.embeddings.patch_embeddings.projection.weight.dtype
@@ -233,12 +125,12 @@ class WMAVilt(nn.Module):
         text = self.vilt.embeddings.text_embeddings(input_ids=input_ids)  # [B, Lt, h]
         text = P.apply(perturbation, "text", text, sample_ids)
         if self.patch_order == "raster":
-            image, image_mask, canon = self._visual_embed_raster(pixel_values, pixel_mask)
+            image, image_mask, canon = visual_embed_raster(self.vilt.embeddings, self.config, pixel_values, pixel_mask)
         else:
-            image, image_mask, canon = self._visual_embed_hf(pixel_values, pixel_mask)
+            image, image_mask, canon = visual_embed_hf(self.vilt.embeddings, self.config, pixel_values, pixel_mask)
         image = P.apply(perturbation, "image", image, sample_ids, canon)
-        text = self._type_embed(text, 0)
-        image = self._type_embed(image, 1)
+        text = type_embed(self.vilt.embeddings, text, 0)
+        image = type_embed(self.vilt.embeddings, image, 1)
         emb = torch.cat([text, image.to(text.dtype)], dim=1)
         mask = torch.cat([attention_mask.long(), image_mask], dim=1)
         Lt = text.shape[1]
@@ -252,7 +144,7 @@ class WMAVilt(nn.Module):
                 raise KeyError(f"batch has no features for modality {m!r} (has {sorted(features)})")
             e = self.features[m](features[m])  # [B, 1 + T, h]
             e = P.apply(perturbation, m, e, sample_ids)
-            e = self._type_embed(e, i)
+            e = type_embed(self.vilt.embeddings, e, i)
             fm = feature_masks[m] if feature_masks is not None and m in feature_masks else torch.ones(e.shape[:2][0], e.shape[1] - 1)
             mk = torch.cat([torch.ones(e.shape[0], 1, dtype=torch.long, device=e.device), fm.to(e.device).long()], dim=1)
             embs.append(e)
@@ -295,42 +187,27 @@ class WMAVilt(nn.Module):
                 raise ValueError("this model takes input_ids and pixel_values (image+text)")
             emb, mask, spans = self.embed_image_text(input_ids, attention_mask, pixel_values, pixel_mask, perturbation, sample_ids)
         hidden = self.vilt.layernorm(self._encode(emb, mask))
-        pooled = self.vilt.pooler(hidden)
-        out = WMAOutput(last_hidden_state=hidden, attention_mask=mask, pooler_output=pooled)
-        valid = mask.bool()
-        for m, (s, e) in spans.items():
-            out.cls[m] = hidden[:, s]
-            out.tokens[m] = hidden[:, s + 1 : e]
-            tm = valid[:, s + 1 : e].clone()
-            if m == "text" and self.drop_sep and self.features is None:
-                last = mask[:, s:e].sum(1) - 2  # index of [SEP] within tokens (CLS excluded); no host sync
-                tm &= torch.arange(tm.shape[1], device=tm.device)[None, :] != last[:, None]
-            out.token_masks[m] = tm
-        return out
+        out = WMAOutput(last_hidden_state=hidden, attention_mask=mask, pooler_output=self.vilt.pooler(hidden))
+        return split_modalities(out, spans, drop_sep=self.drop_sep and self.features is None)
 
 
-def _pack_valid(tokens: torch.Tensor, valid: torch.Tensor, canon: torch.Tensor):
-    """Move each sample's valid patches to the front (raster order kept) and cut the trailing
-    positions that are then padding in every sample.
+def split_modalities(out: WMAOutput, spans: dict, *, drop_sep: bool) -> WMAOutput:
+    """Fill ``out.cls``, ``out.tokens`` and ``out.token_masks`` from the encoder output.
 
-    A batch of images of different shapes is zero-padded to its largest height and width, so the
-    patch grid holds padding that attention masks out but the layers would still compute (a third
-    of the image tokens of a Hateful Memes batch). Packed, the image part is as long as the
-    largest valid grid of the batch, as in transformers' ``visual_embed``.
-
-    Args:
-        tokens: ``[B, P, h]`` patch embeddings in raster order of the padded grid.
-        valid: ``[B, P]`` bool; canon: ``[B, P]`` long canonical indices (-1 on padding).
-    Returns:
-        ``(tokens [B, n, h], valid [B, n], canon [B, n])`` with ``n = max_b valid[b].sum()``.
+    ``spans``: ``{m: (start, end)}`` of each modality in the sequence, CLS row first. With
+    ``drop_sep`` the text side's last valid token ([SEP]) is masked out, as ViLT's WPA does.
     """
-    n = int(valid.sum(1).max())
-    if n == valid.shape[1]:
-        return tokens, valid, canon  # some sample fills the whole grid: nothing to cut
-    # stable sort: valid patches first, each side in raster order
-    order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :n]  # [B, n]
-    tokens = tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[-1]))
-    return tokens, valid.gather(1, order), canon.gather(1, order)
+    hidden, mask = out.last_hidden_state, out.attention_mask
+    valid = mask.bool()
+    for m, (s, e) in spans.items():
+        out.cls[m] = hidden[:, s]
+        out.tokens[m] = hidden[:, s + 1 : e]
+        tm = valid[:, s + 1 : e].clone()
+        if m == "text" and drop_sep:
+            last = mask[:, s:e].sum(1) - 2  # index of [SEP] within tokens (CLS excluded); no host sync
+            tm &= torch.arange(tm.shape[1], device=tm.device)[None, :] != last[:, None]
+        out.token_masks[m] = tm
+    return out
 
 
 def _encode_sdpa(layers, h: torch.Tensor, key_mask: torch.Tensor, training: bool) -> torch.Tensor:

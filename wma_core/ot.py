@@ -26,15 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_TINY = 1e-30  # floor of every denominator; far below any value a valid plan produces
-
-
-def _check_masks(name: str, mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor:
-    if mask is None:
-        return torch.ones(batch, length, dtype=torch.bool, device=device)
-    if mask.shape != (batch, length):
-        raise ValueError(f"{name} has shape {tuple(mask.shape)}, expected {(batch, length)}")
-    return mask.to(device=device, dtype=torch.bool)
+from ._ot_common import _TINY, _check_masks
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

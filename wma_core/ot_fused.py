@@ -72,7 +72,7 @@ import os
 
 import torch
 
-from .ot import _TINY, _check_masks
+from ._ot_common import _TINY, _check_masks
 
 triton = None  # bound by _import_triton(); the kernel body reads the module global ``tl``
 tl = None

@@ -57,22 +57,20 @@ from tqdm.auto import tqdm
 from . import checkpoint as ck
 from . import perturb as P
 from .model import TINY_CONFIG, WMAVilt
+from .optim import configure_optimizer, warmup_schedule
 from .ot import ot_distance
-from .results import atomic_write_json, config_key, data_home, file_lock
+from .store import atomic_write_json, config_key, data_home, file_lock
 
 IGNORE = -100  # label of tokens MLM does not predict (cross_entropy's ignore_index)
 DONE = "pretrain.json"
 LAST = "last.pt"
 ITM_HEAD = "itm_head.pt"
 EPOCH_EVAL_BATCHES = 4  # the per-epoch held-out curve reads the first 4 x 64 held-out captions
-_CODE = (
-    Path(__file__).resolve().parent / "pretrain.py",
-    Path(__file__).resolve().parent / "model.py",
-    Path(__file__).resolve().parent / "ot.py",
-    Path(__file__).resolve().parents[1] / "data_prep" / "synth" / "captions.py",
-    Path(__file__).resolve().parents[1] / "data_prep" / "readers" / "coco.py",
-    Path(__file__).resolve().parents[1] / "data_prep" / "text.py",
-)
+_HERE = Path(__file__).resolve().parent
+#: the corpus' own code (its digest names the corpus folder)
+_CORPUS_CODE = tuple(_HERE.parent / "data_prep" / f for f in ("synth/captions.py", "readers/coco.py", "text.py"))
+#: everything whose bytes decide a pretrained checkpoint (its key)
+_CODE = tuple(_HERE / f for f in ("pretrain.py", "model.py", "embeddings.py", "optim.py", "ot.py", "_ot_common.py")) + _CORPUS_CODE
 
 
 @dataclass(frozen=True)
@@ -127,7 +125,7 @@ SCALES = {
 }
 
 
-def code_digest(files=_CODE) -> str:
+def pretrain_code_digest(files=_CODE) -> str:
     """A digest of the source files that decide the checkpoint's numbers."""
     h = hashlib.sha256()
     for p in files:
@@ -140,7 +138,7 @@ def pretrain_key(cfg: PretrainConfig) -> str:
     """The folder's key: a hash of the configuration and of the code that decides its numbers."""
     d = dataclasses.asdict(cfg)
     d["adam_betas"] = list(d["adam_betas"])
-    return config_key({"pretrain": d, "code": code_digest()})
+    return config_key({"pretrain": d, "code": pretrain_code_digest()})
 
 
 def default_dir(cfg: PretrainConfig) -> Path:
@@ -156,7 +154,7 @@ def corpus_dir(cfg: PretrainConfig, home: Path) -> Path:
     from data_prep.synth.captions import synth_captions
 
     blob = json.dumps([cfg.corpus_n, cfg.corpus_seed, cfg.image_size, cfg.patch_size, cfg.max_text_len,
-                       cfg.vocab_size, code_digest(_CODE[3:])])  # the corpus' own code only
+                       cfg.vocab_size, pretrain_code_digest(_CORPUS_CODE)])  # the corpus' own code only
     tag = f"coco_captions-n{cfg.corpus_n}-s{cfg.corpus_seed}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
     raw, out = home / "raw" / tag, home / "prepared" / tag
     with file_lock(home / "locks" / f"{tag}.lock"):
@@ -331,7 +329,7 @@ class Pretrainer(nn.Module):
                 "itm_acc": (itm_logits.argmax(1) == itm_labels).float().mean()}
 
 
-def build_model(cfg: PretrainConfig, vocab_size: int) -> Pretrainer:
+def build_pretrainer(cfg: PretrainConfig, vocab_size: int) -> Pretrainer:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         from transformers import ViltConfig, ViltForMaskedLM
@@ -340,18 +338,6 @@ def build_model(cfg: PretrainConfig, vocab_size: int) -> Pretrainer:
                                             "image_size": cfg.image_size, "patch_size": cfg.patch_size,
                                             "max_position_embeddings": cfg.max_text_len}))
         return Pretrainer(mlm, cfg.attn)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_linear(total: int, warmup: float):
-    n_warm = max(1, int(round(warmup * total)))
-    return lambda s: (s + 1) / n_warm if s < n_warm else max(0.0, (total - s) / max(1, total - n_warm))
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -400,10 +386,10 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
     tok = _tokenizer(prepared)
     specials = [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id, tok.mask_token_id]
     train, dev = CaptionSplit(prepared, "train"), CaptionSplit(prepared, "dev")
-    model = build_model(cfg, len(tok))
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    model = build_pretrainer(cfg, len(tok))
+    opt = configure_optimizer(model, weight_decay=cfg.weight_decay, lr=cfg.lr, betas=cfg.adam_betas, decay_rows=True)
     steps_per_epoch = len(train.batches(cfg.batch_size, torch.Generator().manual_seed(0)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(cfg.epochs * steps_per_epoch, cfg.warmup))
+    sched = warmup_schedule(opt, cfg.epochs * steps_per_epoch, cfg.warmup)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # masks and swaps
     state = {"epoch": 0, "steps": [], "epochs": [], "train_seconds": 0.0}
     out.mkdir(parents=True, exist_ok=True)
@@ -445,7 +431,7 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
         if cfg.eval_epochs:  # held-out curve (fixed seeds: the training RNG streams are untouched)
             t1 = time.perf_counter()
             with torch.random.fork_rng(devices=[]):
-                held = evaluate(model, dev, tok, cfg, max_batches=EPOCH_EVAL_BATCHES)
+                held = evaluate_heldout(model, dev, tok, cfg, max_batches=EPOCH_EVAL_BATCHES)
             row.update({f"dev_{k}": held[k] for k in ("itm_accuracy", "itm_accuracy_hard", "mlm_accuracy_with_image",
                                                        "mlm_accuracy_without_image", "d_matched", "d_mismatched")})
             state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.perf_counter() - t1
@@ -458,15 +444,15 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
     if state["epoch"] < cfg.epochs:
         return  # stopped early on request: last.pt holds the state
     t0 = time.perf_counter()
-    metrics = evaluate(model, dev, tok, cfg)
-    random_metrics = evaluate(build_model(cfg, len(tok)), dev, tok, cfg)
+    metrics = evaluate_heldout(model, dev, tok, cfg)
+    random_metrics = evaluate_heldout(build_pretrainer(cfg, len(tok)), dev, tok, cfg)
     model.mlm.save_pretrained(out)
     tok.save_pretrained(out)
     torch.save(model.itm.state_dict(), out / ITM_HEAD)
     import platform
 
     atomic_write_json(out / DONE, {
-        "key": key, "config": dataclasses.asdict(cfg), "code": code_digest(), "corpus": str(prepared),
+        "key": key, "config": dataclasses.asdict(cfg), "code": pretrain_code_digest(), "corpus": str(prepared),
         "corpus_manifest": {k: json.loads((prepared / "manifest.json").read_text())[k] for k in ("splits", "images", "vocab_size")},
         "history": {"steps": state["steps"], "epochs": state["epochs"]},
         "metrics": metrics, "random_init_metrics": random_metrics,
@@ -491,7 +477,7 @@ def grounded_words() -> dict[str, tuple[str, ...]]:
 
 
 @torch.no_grad()
-def evaluate(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, batch_size: int = 64,
+def evaluate_heldout(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainConfig, batch_size: int = 64,
              max_batches: int | None = None) -> dict:
     """Held-out metrics of a pretrainer.
 

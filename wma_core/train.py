@@ -24,11 +24,6 @@ Checkpoints hold tensors and plain values only and load with ``weights_only=True
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
-import os
-import platform
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,18 +31,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint
 from . import perturb as P
-from .losses import D_MAX, WMAConfig, WMARegulariser, modality_pairs, pair_distances, target_feasible
-from .metrics import compute_metrics, headline_metric, is_better, prediction_summary
+from .device import autocast, environment, resolve_device, seed_everything, to_device
+from .evaluate import evaluate, mean_valid
+from .losses import D_MAX, WMAConfig, WMARegulariser, modality_pairs, pair_distances, target_feasible, task_loss
+from .metrics import headline_metric, is_better, prediction_summary
 from .model import WMAClassifier, load_vilt
-from .results import ResultsStore, config_key
-
-# fields of TrainConfig that do not change results and so are not part of the run's key
-_NOT_IN_KEY = ("data_dir", "device", "num_workers", "progress", "eval_batch_size", "keep_best", "pin_memory")
+from .optim import configure_optimizer, warmup_schedule
+from .record import NO_COUNTS, perturbation_digest, run_config, timings
+from .store import ResultsStore, config_key
 
 
 @dataclass
@@ -130,118 +125,6 @@ class TrainConfig:
         return self.wma.method
 
 
-def manifest_digest(data_dir) -> str:
-    p = Path(data_dir) / "manifest.json"
-    if not p.exists():
-        raise FileNotFoundError(f"{p} not found: prepare the data first (python -m data_prep prepare ...)")
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-
-
-_CODE = ("ot.py", "ot_fused.py", "losses.py", "perturb.py", "model.py", "train.py", "metrics.py")
-
-
-def code_digest() -> str:
-    """A digest of the source files that decide a run's numbers (part of every run's key, so a
-    change to the method's code never reuses records computed by the old code)."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for p in [here / n for n in _CODE] + [here.parent / "data_prep" / "dataset.py"]:
-        if p.exists():
-            h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def run_config(cfg: TrainConfig) -> dict:
-    """The part of the configuration that defines a run (its results-store key)."""
-    d = dataclasses.asdict(cfg)
-    for k in _NOT_IN_KEY:
-        d.pop(k)
-    d["adam_betas"] = list(d["adam_betas"])
-    d["method"] = cfg.method
-    d["data"] = manifest_digest(cfg.data_dir)
-    d["code"] = code_digest()
-    d["model"] = model_identity(cfg.model)
-    return d
-
-
-def model_identity(model: str) -> str:
-    """What a run's key records of its backbone: a hub name or ``"tiny"`` as it is; a local
-    folder by its content, not its path (so a moved or re-cloned data home keeps its records):
-    ``"pretrained:<key>"`` for a checkpoint of :mod:`wma_core.pretrain` (its key covers its
-    configuration and code), else ``"folder:<sha256 of its config, weights and tokenizer files>"``.
-    A folder's digest is computed once per state of its files (name, size, modification time),
-    since every run key of a sweep asks for it and ViLT-B/32's weights are about 450 MB."""
-    folder = Path(model)
-    if not folder.is_dir():
-        return model
-    done = folder / "pretrain.json"
-    if done.is_file():
-        import json
-
-        key = json.loads(done.read_text(encoding="utf-8")).get("key")
-        if isinstance(key, str) and key:
-            return f"pretrained:{key}"
-    files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir())
-                  if f.is_file() and f.suffix in _IDENTITY_SUFFIXES)
-    return _folder_digest(str(folder.resolve()), files)
-
-
-_IDENTITY_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
-
-
-@functools.lru_cache(maxsize=32)
-def _folder_digest(folder: str, files: tuple) -> str:
-    """``folder:<sha256>`` of the named files' names and bytes (``files``: the state it is cached by)."""
-    h = hashlib.sha256()
-    for name, _, _ in files:
-        h.update(name.encode())
-        with (Path(folder) / name).open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return f"folder:{h.hexdigest()[:16]}"
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def native_bf16(device: str = "auto") -> bool:
-    """Whether ``device`` multiplies bf16 matrices natively: a CUDA GPU, or a CPU with AMX or
-    AVX512-BF16 (elsewhere oneDNN emulates bf16 and a bf16 forward is slower than float32)."""
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return True
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:  # another torch: no probe, no bf16
-        return False
-
-
-def resolve_eval_amp(eval_amp: str | None, device: str = "auto") -> str | None:
-    """``"auto"``: ``"bf16"`` where :func:`native_bf16`, else ``None``; anything else as it is."""
-    if eval_amp == "auto":
-        return "bf16" if native_bf16(device) else None
-    return eval_amp
-
-
-def to_device(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
 def build_model(task, cfg: TrainConfig, feature_len: int = 50) -> WMAClassifier:
     """Backbone + head for a dataset's :func:`data_prep.dataset.task_info`."""
     kw = dict(patch_order=cfg.patch_order, attn=cfg.attn, init_seed=cfg.seed)
@@ -263,60 +146,6 @@ def build_model(task, cfg: TrainConfig, feature_len: int = 50) -> WMAClassifier:
         return WMAClassifier(backbone, task.n_out)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices only: none on biases, norms, CLS rows, positions."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") or ".cls" in name or name.endswith(".pos"):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-#: the work counters a run keeps in its training state (and so across a resume)
-_NO_COUNTS = {"steps": 0, "train_samples": 0, "train_tokens": 0, "eval_seconds": 0.0, "eval_samples": 0, "eval_tokens": 0}
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with :func:`param_groups`; the fused (one kernel for all parameters) update on CPU
-    and CUDA, which gives the same step as the per-parameter loop to float rounding and on the
-    CPU takes about a tenth of its time."""
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                             **({"fused": True} if fused else {}))
-
-
-def model_flops_per_sample(model: nn.Module, tokens: int, *, backward: bool = True) -> int:
-    """Dense FLOP estimate: ``6 N T`` for a training step (forward + backward), ``2 N T`` for a
-    forward pass, with ``N`` the parameters outside embedding tables and position / CLS rows and
-    ``T`` the number of tokens (a sequence length, or summed over samples; padding included: it
-    is computed). Attention scores and the OT solve are not counted."""
-    skip = set()
-    for mod in model.modules():
-        if isinstance(mod, nn.Embedding):
-            skip.update(id(p) for p in mod.parameters())
-    for name, p in model.named_parameters():
-        if name.endswith(("position_embeddings", "cls_token", ".pos", ".cls")):
-            skip.add(id(p))
-    n = sum(p.numel() for p in model.parameters() if id(p) not in skip)
-    return (6 if backward else 2) * n * int(tokens)
-
-
-def warmup_linear(total_steps: int, warmup: float):
-    """LambdaLR factor: linear 0 -> 1 over ``warmup * total`` steps, then linear 1 -> 0."""
-    n_warm = max(1, int(round(warmup * total_steps)))
-
-    def f(step: int) -> float:
-        if step < n_warm:
-            return (step + 1) / n_warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - n_warm))
-
-    return f
-
-
 def prior_logit(labels: np.ndarray, eps: float = 1e-3) -> torch.Tensor:
     """``log(p / (1 - p))`` per label column of 0/1 ``labels`` ([N] or [N, C]), with the rate
     ``p`` clipped to ``[eps, 1 - eps]`` (a label never or always present stays finite)."""
@@ -336,105 +165,10 @@ def init_head_bias(model: WMAClassifier, mode: str, kind: str, labels) -> None:
         last.bias.copy_(prior_logit(labels).to(last.bias))
 
 
-def task_loss(kind: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    output = output.float()
-    if kind == "binary":
-        return nn.functional.binary_cross_entropy_with_logits(output.reshape(-1), labels.float().reshape(-1))
-    if kind == "multilabel":
-        return nn.functional.binary_cross_entropy_with_logits(output, labels.float())
-    if kind == "regression":
-        return nn.functional.l1_loss(output.reshape(-1), labels.float().reshape(-1))
-    raise ValueError(f"unknown task kind {kind!r}")
-
-
-def _autocast(device: torch.device, amp: str | None):
-    if amp is None:
-        return torch.autocast(device.type, enabled=False)
-    if amp != "bf16":
-        raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-@torch.inference_mode()  # cheaper than no_grad: no version counters, no autograd metadata
-def evaluate(
-    model: WMAClassifier,
-    loader,
-    kind: str,
-    *,
-    perturbation: P.Perturbation | None = None,
-    device: torch.device | str = "cpu",
-    amp: str | None = None,
-    ot_iters: int = 50,
-    progress: bool = False,
-    desc: str = "eval",
-) -> dict:
-    """Metrics and per-sample OT distances of one pass over ``loader``.
-
-    Returns ``{"metrics": {...}, "loss": task loss (float), "distances": {pair: np.ndarray [N]},
-    "valid": {pair: [N] bool}, "output": np.ndarray, "labels": np.ndarray, "token_samples": int}``
-    in loader order
-    (``token_samples``: the sum of batch x sequence length, for the FLOP estimate).
-    """
-    device = torch.device(device)
-    model.eval()
-    pairs = modality_pairs(model.modalities)
-    outs, labels, dists, valids = [], [], {}, {}
-    token_samples = 0
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        batch = to_device(batch, device)
-        with _autocast(device, amp):
-            logits, out = model(batch, perturbation)
-        token_samples += out.attention_mask.numel()  # batch x sequence length (padding included)
-        for k, (D, v) in pair_distances(out, pairs, iters=ot_iters).items():
-            dists.setdefault(k, []).append(D.cpu().numpy())
-            valids.setdefault(k, []).append(v.cpu().numpy())
-        outs.append(logits.float().cpu().numpy())
-        labels.append(batch["labels"].float().cpu().numpy())
-    output = np.concatenate(outs)
-    y = np.concatenate(labels)
-    return {
-        "metrics": compute_metrics(kind, y, output),
-        "loss": float(task_loss(kind, torch.from_numpy(output), torch.from_numpy(y))),
-        "distances": {k: np.concatenate(v) for k, v in dists.items()},
-        "valid": {k: np.concatenate(v) for k, v in valids.items()},
-        "output": output,
-        "labels": y,
-        "token_samples": token_samples,
-    }
-
-
-def _mean_valid(d: np.ndarray, v: np.ndarray) -> float:
-    return float(d[v].mean()) if v.any() else float("nan")
-
-
-def perturbation_digest(pert: P.Perturbation | None, n_total: int, hidden: int, *, tokens: int = 2, chunk: int = 512) -> str:
-    """A digest of what a test case does to every sample of a split (16 hex digits of a sha256).
-
-    :func:`wma_core.perturb.apply` is run on all-ones embedding features ``[n, 1 + tokens, hidden]``
-    of the split's sample ids ``0..n_total-1``: the result holds the noise added to the first
-    ``tokens`` tokens of every sample, or which samples are zeroed. It does not depend on the
-    model, so every method and every training seed must record the same digest for a test case
-    (``"none"`` for the unperturbed ``normal`` case).
-    """
-    if pert is None:
-        return "none"
-    h = hashlib.sha256()
-    for start in range(0, n_total, chunk):
-        ids = torch.arange(start, min(n_total, start + chunk))
-        out = P.apply(pert, pert.modality, torch.ones(len(ids), 1 + tokens, hidden), ids)
-        h.update(out.numpy().astype(np.float32).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _environment(device) -> dict:
-    import transformers
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "machine": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU x{os.cpu_count()}",
-    }
+def make_optimizer(model, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """The fine-tuning AdamW of ``cfg`` (:func:`wma_core.optim.configure_optimizer`, fused on CPU and CUDA)."""
+    return configure_optimizer(model, weight_decay=cfg.weight_decay, lr=cfg.lr, betas=cfg.adam_betas,
+                               device_type=device.type)
 
 
 def fit(cfg: TrainConfig, store: ResultsStore | str | None = None, *, rerun: bool = False) -> dict:
@@ -458,7 +192,42 @@ def fit(cfg: TrainConfig, store: ResultsStore | str | None = None, *, rerun: boo
         return _fit_locked(cfg, store, rcfg, key)
 
 
-def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> dict:
+@dataclass
+class _Run:
+    """What the steps of one run share: its data, model, optimiser and training state."""
+
+    cfg: TrainConfig
+    store: ResultsStore
+    rcfg: dict
+    key: str
+    device: torch.device
+    task: object
+    train_ds: object
+    dev_ds: object
+    test_ds: object
+    metric: str
+    model: WMAClassifier
+    pairs: list
+    reg: WMARegulariser
+    opt: torch.optim.Optimizer
+    sched: object
+    dev_loader: object
+    loader_kw: dict
+    run_dir: Path
+    state: dict
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+
+def _setup(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> _Run:
+    """Data, model (head bias included), regulariser, optimiser and schedule, in the order that
+    fixes the run's random streams."""
     from data_prep.dataset import PreparedDataset, make_loader, task_info
 
     device = resolve_device(cfg.device)
@@ -469,7 +238,6 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
     if train_ds.manifest["dataset"] != cfg.dataset:
         raise ValueError(f"{cfg.data_dir} holds {train_ds.manifest['dataset']!r}, but the config says dataset={cfg.dataset!r}")
     feature_len = train_ds.arrays[task.modalities[0]].shape[1] if task.feature_dims else 0
-    metric = headline_metric(task.kind)
     train_labels = train_ds.labels[: cfg.max_train_samples]  # the samples trained on (all when None)
     if cfg.max_train_samples is not None:
         train_ds = torch.utils.data.Subset(train_ds, range(min(cfg.max_train_samples, len(train_ds))))
@@ -482,30 +250,42 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
     opt = make_optimizer(model, cfg, device)
     loader_kw = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
     steps_per_epoch = len(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0, drop_last=False))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(cfg.epochs * steps_per_epoch, cfg.warmup))
+    sched = warmup_schedule(opt, cfg.epochs * steps_per_epoch, cfg.warmup)
     dev_loader = make_loader(dev_ds, cfg.eval_batch_size, **loader_kw)
-
     run_dir = store.run_dir(key)
     run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     state = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "d_trajectory": [], "d0": None, "train_seconds": 0.0}
-    if last_path.exists():
-        ck = checkpoint.load(last_path)  # weights_only: a checkpoint from elsewhere never runs code
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        checkpoint.set_rng_state(ck["rng"])
-        state = ck["state"]
-        reg.d0 = state["d0"]
+    return _Run(cfg, store, rcfg, key, device, task, train_ds, dev_ds, test_ds, headline_metric(task.kind), model,
+                pairs, reg, opt, sched, dev_loader, loader_kw, run_dir, state)
 
-    # D0: mean D over the first training batch under the initial weights, before any update
+
+def _resume(run: _Run) -> None:
+    """Continue after the last finished epoch of an interrupted run (``last.pt``), if any."""
+    if not run.last_path.exists():
+        return
+    ck = checkpoint.load(run.last_path)  # weights_only: a checkpoint from elsewhere never runs code
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["opt"])
+    run.sched.load_state_dict(ck["sched"])
+    checkpoint.set_rng_state(ck["rng"])
+    run.state = ck["state"]
+    run.reg.d0 = run.state["d0"]
+
+
+def _measure_d0(run: _Run) -> dict:
+    """D0: mean D over the first training batch under the initial weights, before any update
+    (the same forward measures the embedding scales of relative noise). Returns which pairs'
+    targets β·D0 are reachable (:func:`wma_core.losses.target_feasible`), with a warning where not."""
+    from data_prep.dataset import make_loader
+
+    cfg, state = run.cfg, run.state
     if state["d0"] is None:
-        first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)
-        model.eval()
-        probe = P.EmbeddingRMS.from_batch(first)  # the same forward also measures the embedding scales
-        with torch.no_grad(), _autocast(device, cfg.amp):
-            _, out0 = model(first, probe)
-            state["d0"] = reg.calibrate(pair_distances(out0, pairs, iters=cfg.ot_iters))
+        first = to_device(next(iter(make_loader(run.train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), run.device)
+        run.model.eval()
+        probe = P.EmbeddingRMS.from_batch(first)
+        with torch.no_grad(), autocast(run.device, cfg.amp):
+            _, out0 = run.model(first, probe)
+            state["d0"] = run.reg.calibrate(pair_distances(out0, run.pairs, iters=cfg.ot_iters))
         state["emb_rms"] = probe.rms()
         state["d_trajectory"].append({"epoch": 0, "split": "train_first_batch", **state["d0"]})
     feasible = target_feasible(cfg.wma, state["d0"])
@@ -514,111 +294,151 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
             f"{cfg.dataset} α={cfg.alpha:g} β={cfg.beta:g}: target β·D0 above the largest reachable OT distance "
             f"{D_MAX:g} for pairs {[k for k, ok in feasible.items() if not ok]} (D0 = {state['d0']}); "
             "the run is trained and recorded with infeasible=True",
-            stacklevel=2,
+            stacklevel=3,
         )
+    return feasible
 
-    epochs = tqdm(range(state["epoch"], cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not cfg.progress, initial=state["epoch"], total=cfg.epochs)
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict, dict]:
+    """One epoch of steps: ``loss = task + α Σ_pairs mean_i (D_i − β D0)²``. Returns the sums
+    of the losses (``n`` steps) and of the per-pair D statistics."""
+    from data_prep.dataset import make_loader
+
+    cfg, model, state = run.cfg, run.model, run.state
+    model.train()
+    loader = make_loader(run.train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, **run.loader_kw)
+    counts = state.setdefault("counts", {})
+    for k, v in NO_COUNTS.items():
+        counts.setdefault(k, v)
+    sums = {"loss": 0.0, "task": 0.0, "reg": 0.0, "n": 0}
+    d_sums: dict = {}
+    for batch in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not cfg.progress):
+        batch = to_device(batch, run.device)
+        with autocast(run.device, cfg.amp):
+            logits, out = model(batch)
+        loss_task = task_loss(run.task.kind, logits, batch["labels"])
+        loss = loss_task
+        if cfg.alpha > 0:
+            loss_reg, dstats = run.reg(pair_distances(out, run.pairs, iters=cfg.ot_iters))
+            loss = loss + loss_reg
+            sums["reg"] += float(loss_reg.detach())
+            for k, v in dstats.items():
+                d_sums[k] = d_sums.get(k, 0.0) + v
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} (task {float(loss_task)}); lower lr={cfg.lr}?")
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        sums["loss"] += float(loss.detach())
+        sums["task"] += float(loss_task.detach())
+        sums["n"] += 1
+        counts["steps"] += 1
+        counts["train_samples"] += int(logits.shape[0])
+        counts["train_tokens"] += int(out.attention_mask.numel())
+    return sums, d_sums
+
+
+def _dev_epoch(run: _Run, epoch: int, sums: dict, d_sums: dict) -> float:
+    """The dev pass after an epoch: history, D trajectory, early-stopping state, ``best.pt``.
+    Returns the dev headline metric."""
+    cfg, state, counts = run.cfg, run.state, run.state["counts"]
+    n = max(1, sums["n"])
+    t_eval = time.perf_counter()
+    dev = evaluate(run.model, run.dev_loader, run.task.kind, device=run.device, amp=cfg.eval_autocast, ot_iters=cfg.ot_iters)
+    counts["eval_seconds"] += time.perf_counter() - t_eval
+    counts["eval_samples"] += len(dev["labels"])
+    counts["eval_tokens"] += dev["token_samples"]
+    score = dev["metrics"][run.metric]
+    if d_sums:
+        state["d_trajectory"].append({"epoch": epoch + 1, "split": "train", **{k: v / n for k, v in d_sums.items()}})
+    state["d_trajectory"].append(
+        {"epoch": epoch + 1, "split": "dev", **{k: mean_valid(d, dev["valid"][k]) for k, d in dev["distances"].items()}}
+    )
+    state["history"].append(
+        {"epoch": epoch + 1, "loss": sums["loss"] / n, "task_loss": sums["task"] / n, "reg_loss": sums["reg"] / n,
+         "lr": run.sched.get_last_lr()[0], "dev_loss": dev["loss"], **{f"dev_{k}": v for k, v in dev["metrics"].items()}}
+    )
+    # a tie on the headline metric goes to the lower dev loss: a multi-label model first
+    # learns the label prior (macro-F1 0 at threshold 0.5 for a few epochs), and a tie that
+    # counted as no progress stopped such runs before they learned anything
+    tie = score == state["best"] and dev["loss"] < state.get("best_loss", float("inf"))
+    if is_better(run.metric, score, state["best"]) or tie:
+        state.update(best=score, best_loss=dev["loss"], best_epoch=epoch + 1, bad_epochs=0)
+        checkpoint.save(run.model.state_dict(), run.best_path)
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch + 1
+    return score
+
+
+def _save_last(run: _Run) -> None:
+    """The whole training state after an epoch, atomically: weights, optimiser, schedule, RNG."""
+    checkpoint.save(
+        {"model": run.model.state_dict(), "opt": run.opt.state_dict(), "sched": run.sched.state_dict(),
+         "rng": checkpoint.rng_state(), "state": checkpoint.plain(run.state)},
+        run.last_path,
+    )
+
+
+def _train(run: _Run) -> None:
+    """Epochs from the last finished one until ``cfg.epochs`` or early stopping."""
+    cfg, state = run.cfg, run.state
+    epochs = tqdm(range(state["epoch"], cfg.epochs), desc=f"{cfg.dataset} {cfg.method}", disable=not cfg.progress,
+                  initial=state["epoch"], total=cfg.epochs)
     for epoch in epochs:
         if state["bad_epochs"] >= cfg.patience:
             break
         t0 = time.perf_counter()
-        model.train()
-        loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, **loader_kw)
-        counts = state.setdefault("counts", {})
-        for k, v in _NO_COUNTS.items():
-            counts.setdefault(k, v)
-        sums = {"loss": 0.0, "task": 0.0, "reg": 0.0, "n": 0}
-        d_sums: dict = {}
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not cfg.progress):
-            batch = to_device(batch, device)
-            with _autocast(device, cfg.amp):
-                logits, out = model(batch)
-            loss_task = task_loss(task.kind, logits, batch["labels"])
-            loss = loss_task
-            if cfg.alpha > 0:
-                loss_reg, dstats = reg(pair_distances(out, pairs, iters=cfg.ot_iters))
-                loss = loss + loss_reg
-                sums["reg"] += float(loss_reg.detach())
-                for k, v in dstats.items():
-                    d_sums[k] = d_sums.get(k, 0.0) + v
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} (task {float(loss_task)}); lower lr={cfg.lr}?")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            sums["loss"] += float(loss.detach())
-            sums["task"] += float(loss_task.detach())
-            sums["n"] += 1
-            counts["steps"] += 1
-            counts["train_samples"] += int(logits.shape[0])
-            counts["train_tokens"] += int(out.attention_mask.numel())
-        n = max(1, sums["n"])
-        t_eval = time.perf_counter()
-        state["train_seconds"] += t_eval - t0
-        dev = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.eval_autocast, ot_iters=cfg.ot_iters)
-        counts["eval_seconds"] += time.perf_counter() - t_eval
-        counts["eval_samples"] += len(dev["labels"])
-        counts["eval_tokens"] += dev["token_samples"]
-        score = dev["metrics"][metric]
-        if d_sums:
-            state["d_trajectory"].append({"epoch": epoch + 1, "split": "train", **{k: v / n for k, v in d_sums.items()}})
-        state["d_trajectory"].append(
-            {"epoch": epoch + 1, "split": "dev", **{k: _mean_valid(d, dev["valid"][k]) for k, d in dev["distances"].items()}}
-        )
-        state["history"].append(
-            {"epoch": epoch + 1, "loss": sums["loss"] / n, "task_loss": sums["task"] / n, "reg_loss": sums["reg"] / n,
-             "lr": sched.get_last_lr()[0], "dev_loss": dev["loss"], **{f"dev_{k}": v for k, v in dev["metrics"].items()}}
-        )
-        # a tie on the headline metric goes to the lower dev loss: a multi-label model first
-        # learns the label prior (macro-F1 0 at threshold 0.5 for a few epochs), and a tie that
-        # counted as no progress stopped such runs before they learned anything
-        tie = score == state["best"] and dev["loss"] < state.get("best_loss", float("inf"))
-        if is_better(metric, score, state["best"]) or tie:
-            state.update(best=score, best_loss=dev["loss"], best_epoch=epoch + 1, bad_epochs=0)
-            checkpoint.save(model.state_dict(), best_path)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        epochs.set_postfix({f"dev_{metric}": f"{score:.4f}"})
-        checkpoint.save(
-            {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-             "rng": checkpoint.rng_state(), "state": checkpoint.plain(state)},
-            last_path,
-        )
+        sums, d_sums = _train_epoch(run, epoch)
+        state["train_seconds"] += time.perf_counter() - t0
+        score = _dev_epoch(run, epoch, sums, d_sums)
+        epochs.set_postfix({f"dev_{run.metric}": f"{score:.4f}"})
+        _save_last(run)
 
-    # test the best checkpoint on every test case
-    if best_path.exists():
-        model.load_state_dict(checkpoint.load(best_path))
+
+def _test_best(run: _Run) -> dict:
+    """Every test case on the best checkpoint (restored from ``best.pt``), and the dev metrics
+    of those weights."""
+    from data_prep.dataset import make_loader
+
+    cfg, model, state = run.cfg, run.model, run.state
+    if run.best_path.exists():
+        model.load_state_dict(checkpoint.load(run.best_path))
     t0 = time.perf_counter()
-    test_loader = make_loader(test_ds, cfg.eval_batch_size, **loader_kw)
+    test_loader = make_loader(run.test_ds, cfg.eval_batch_size, **run.loader_kw)
     cases = P.test_cases(model.modalities, amplitude=cfg.amplitude, scales=state.get("emb_rms"), mode=cfg.noise_mode,
                          rate=cfg.missing_rate, seed=cfg.perturb_seed)
-    metrics, distances, digests, predictions = {}, {}, {}, {}
-    test_samples = test_tokens = 0
+    out = {"metrics": {}, "distances": {}, "perturb_digest": {}, "predictions": {}, "cases": cases}
+    samples = tokens = 0
     for name, pert in tqdm(cases.items(), desc="test cases", leave=False, disable=not cfg.progress):
-        pert = pert.for_split(len(test_ds)) if pert is not None else None
-        digests[name] = perturbation_digest(pert, len(test_ds), model.backbone.config.hidden_size)
-        res = evaluate(model, test_loader, task.kind, perturbation=pert, device=device, amp=cfg.eval_autocast, ot_iters=cfg.ot_iters)
-        metrics[name] = res["metrics"]
-        test_samples += len(res["labels"])
-        test_tokens += res["token_samples"]
-        predictions[name] = prediction_summary(task.kind, res["output"])  # a constant predictor = a collapsed run
-        distances[name] = {k: [round(float(x), 6) for x in d] for k, d in res["distances"].items()}
+        pert = pert.for_split(len(run.test_ds)) if pert is not None else None
+        out["perturb_digest"][name] = perturbation_digest(pert, len(run.test_ds), model.backbone.config.hidden_size)
+        res = evaluate(model, test_loader, run.task.kind, perturbation=pert, device=run.device, amp=cfg.eval_autocast,
+                       ot_iters=cfg.ot_iters)
+        out["metrics"][name] = res["metrics"]
+        samples += len(res["labels"])
+        tokens += res["token_samples"]
+        out["predictions"][name] = prediction_summary(run.task.kind, res["output"])  # a constant predictor = a collapsed run
+        out["distances"][name] = {k: [round(float(x), 6) for x in d] for k, d in res["distances"].items()}
     best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
     if best is not None:  # the dev pass of the best epoch saw these weights already
-        dev_best = {k[4:]: v for k, v in best.items() if k.startswith("dev_") and k != "dev_loss"}
+        out["dev_metrics"] = {k[4:]: v for k, v in best.items() if k.startswith("dev_") and k != "dev_loss"}
     else:
-        dev_res = evaluate(model, dev_loader, task.kind, device=device, amp=cfg.eval_autocast, ot_iters=cfg.ot_iters)
-        dev_best = dev_res["metrics"]
-        test_samples += len(dev_res["labels"])
-        test_tokens += dev_res["token_samples"]
-    test_seconds = time.perf_counter() - t0
-    counts = {**_NO_COUNTS, **(state.get("counts") or {})}
-    eval_samples, eval_tokens = counts["eval_samples"] + test_samples, counts["eval_tokens"] + test_tokens
-    record = {
-        "key": key,
-        "config": rcfg,
+        dev_res = evaluate(model, run.dev_loader, run.task.kind, device=run.device, amp=cfg.eval_autocast, ot_iters=cfg.ot_iters)
+        out["dev_metrics"] = dev_res["metrics"]
+        samples += len(dev_res["labels"])
+        tokens += dev_res["token_samples"]
+    out["timings"] = timings(state, model, time.perf_counter() - t0, samples, tokens)
+    return out
+
+
+def _record(run: _Run, feasible: dict, tested: dict) -> dict:
+    """The run's record in the results store."""
+    cfg, state = run.cfg, run.state
+    return {
+        "key": run.key,
+        "config": run.rcfg,
         "model_path": cfg.model,  # where the backbone was read (the key holds its identity)
         "d0": state["d0"],
         # WMA's target beta*D0 per pair against the largest reachable D (losses.D_MAX); {} for the baseline
@@ -626,44 +446,37 @@ def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> 
         "infeasible": bool(feasible) and not all(feasible.values()),
         "embedding_rms": state.get("emb_rms"),
         "noise": {p.modality: {"mode": p.mode, "amplitude": p.amplitude, "half_width": p.half_width}
-                  for p in cases.values() if p is not None and p.kind == "noise"},
+                  for p in tested["cases"].values() if p is not None and p.kind == "noise"},
         "d_trajectory": state["d_trajectory"],
         "history": state["history"],
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
-        "headline_metric": metric,
-        "metrics": metrics,
-        "predictions": predictions,
-        "dev_metrics": dev_best,
-        "distances": distances,
+        "headline_metric": run.metric,
+        "metrics": tested["metrics"],
+        "predictions": tested["predictions"],
+        "dev_metrics": tested["dev_metrics"],
+        "distances": tested["distances"],
         # what each test case does to the test samples: identical for every method and seed
-        "perturb_digest": digests,
-        # where the run's time went (seconds of this process; a resumed run counts every attempt's
-        # finished epochs) and the dense FLOP estimate of model_flops_per_sample
-        "timings": {
-            "train_seconds": state["train_seconds"],  # training steps only
-            "dev_eval_seconds": counts["eval_seconds"],  # the per-epoch dev evaluations
-            "test_seconds": test_seconds,  # every test case on the best checkpoint
-            "steps": counts["steps"],
-            "train_samples": counts["train_samples"],
-            "eval_samples": eval_samples,
-            "train_tokens": counts["train_tokens"],  # sum over steps of batch x sequence length
-            "eval_tokens": eval_tokens,
-            "train_flops": model_flops_per_sample(model, counts["train_tokens"]),
-            "eval_flops": model_flops_per_sample(model, eval_tokens, backward=False),
-            "train_samples_per_second": counts["train_samples"] / max(state["train_seconds"], 1e-9),
-            "eval_samples_per_second": eval_samples / max(counts["eval_seconds"] + test_seconds, 1e-9),
-            "threads": torch.get_num_threads(),
-        },
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "environment": _environment(device),
+        "perturb_digest": tested["perturb_digest"],
+        # where the run's time went (seconds of this process) and the dense FLOP estimate
+        "timings": tested["timings"],
+        "n_params": sum(p.numel() for p in run.model.parameters()),
+        "environment": environment(run.device),
     }
+
+
+def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> dict:
+    run = _setup(cfg, store, rcfg, key)
+    _resume(run)
+    feasible = _measure_d0(run)
+    _train(run)
+    record = _record(run, feasible, _test_best(run))
     store.put(record)
-    last_path.unlink(missing_ok=True)
+    run.last_path.unlink(missing_ok=True)
     if not cfg.keep_best:
-        best_path.unlink(missing_ok=True)
+        run.best_path.unlink(missing_ok=True)
         try:
-            run_dir.rmdir()
+            run.run_dir.rmdir()
         except OSError:
             pass
     return record

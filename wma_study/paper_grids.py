@@ -8,9 +8,9 @@ best-of-K choice explains. Per dataset and test case, :func:`grid_summary` gives
 - ``share_above``: the share of cells strictly above the Table 1 baseline;
 - ``median_gain``, ``max_gain``: the median and the best cell's gain over the baseline;
 - ``expected_max``: the expected best of ``k`` draws from the grid's own cells
-  (:func:`wma_core.stats.expected_max`): what choosing the best of ``k`` would give if α and β did
+  (:func:`wma_study.stats.expected_max`): what choosing the best of ``k`` would give if α and β did
   not matter and the cells were exchangeable draws;
-- ``selected_gain``: the gain of the cell the paper selected (:data:`wma_core.experiments.PAPER_SELECTED`)
+- ``selected_gain``: the gain of the cell the paper selected (:data:`wma_study.experiments.PAPER_SELECTED`)
   and ``table1_gain``, Table 1's WMA row minus its baseline (equal, except for MOSEI's swap);
 - ``selected_is_max``: whether the selected cell is the grid's maximum on that test case.
 

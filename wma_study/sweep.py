@@ -1,6 +1,6 @@
 """Sweeps over (dataset, method, α, β, lr, seed) on Ray, resumable through the results store.
 
-The results store (:mod:`wma_core.results`) is the source of truth: a trial whose record is in
+The results store (:mod:`wma_core.store`) is the source of truth: a trial whose record is in
 the store is not submitted at all, so a killed sweep resumes where it stopped (a trial that was
 interrupted mid-training resumes from its ``last.pt``, :func:`wma_core.train.fit`) and rerunning
 a finished sweep changes nothing in the store.
@@ -22,9 +22,9 @@ in a :class:`SweepError`, after every other trial finished and was stored.
 
 Command line::
 
-    python -m wma_core.sweep --dataset hateful_memes --alpha 0 1 --beta 0.5 1 2 --seeds 0 1 2 \\
+    python -m wma_study.sweep --dataset hateful_memes --alpha 0 1 --beta 0.5 1 2 --seeds 0 1 2 \\
         --results _data/results --scale default [--address HOST:PORT]
-    python -m wma_core.sweep --dataset mmimdb --alpha 0 6 --beta 0.2 --seeds 0 1 2 3 4 \\
+    python -m wma_study.sweep --dataset mmimdb --alpha 0 6 --beta 0.2 --seeds 0 1 2 3 4 \\
         --results _data/results --scale paper --data-root /data/mmimdb --model /models/vilt-b32-mlm
 
 (``--model``: ``tiny``, a folder written by ``save_pretrained`` or a hub name; its tokenizer
@@ -56,8 +56,9 @@ import sys
 import time
 from pathlib import Path
 
-from .results import ResultsStore, config_key
-from .train import TrainConfig, fit, run_config
+from wma_core.store import ResultsStore, config_key
+from wma_core.record import run_config
+from wma_core.train import TrainConfig, fit
 
 TRIAL_LOG_ENV = "WMA_TRIAL_LOG"
 #: How often one trial is submitted again after Ray lost it (worker, node or result object).
@@ -208,7 +209,7 @@ def run_trials(
     """Run every trial whose record is not yet in ``results``; return all records in ``configs`` order.
 
     Args:
-        configs: the trials (e.g. :func:`wma_core.experiments.run_configs`); duplicates run once.
+        configs: the trials (e.g. :func:`wma_study.experiments.run_configs`); duplicates run once.
         results: the results store's folder (shared by every worker).
         executor: ``"ray"`` (Ray tasks, one process per trial slot) or ``"local"`` (sequential,
             in this process).
@@ -363,7 +364,7 @@ def summary_table(records: list[dict]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m wma_core.sweep", description="α × β × seed sweeps, resumable, on Ray.")
+    p = argparse.ArgumentParser(prog="python -m wma_study.sweep", description="α × β × seed sweeps, resumable, on Ray.")
     p.add_argument("--dataset", required=True, choices=["hateful_memes", "mmimdb", "ur_funny", "mosei"])
     p.add_argument("--alpha", type=float, nargs="+", required=True, help="α values; 0 = the baseline")
     p.add_argument("--beta", type=float, nargs="+", required=True, help="β values (β = 0: minimise OT)")
@@ -431,7 +432,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # run the importable module's main, so Ray pickles wma_core.sweep._trial by reference
-    from wma_core import sweep as _sweep
+    # run the importable module's main, so Ray pickles wma_study.sweep._trial by reference
+    from wma_study import sweep as _sweep
 
     raise SystemExit(_sweep.main())

@@ -9,7 +9,7 @@ Everything is read from what the build itself wrote; nothing is timed here:
 - per run: each training record's ``timings`` (:func:`wma_core.train.fit`): seconds in
   training steps, in the per-epoch dev evaluations and in the test cases, samples, steps and
   the dense FLOP estimate ``6 N T`` per training sample and ``2 N T`` per evaluated sample
-  (:func:`wma_core.train.model_flops_per_sample`);
+  (:func:`wma_core.record.model_flops_per_sample`);
 - pretraining: ``pretrain.json`` of every finished checkpoint folder under
   ``<data home>/pretrained/`` (:mod:`wma_core.pretrain`);
 - the machine's rate: the reference GEMM that ``benchmarks/bench_step.py`` times

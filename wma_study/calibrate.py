@@ -22,7 +22,7 @@ noise of a few RMS *raises* the baseline's macro-F1 on dev (more rare genres cro
 threshold), so the closest drop alone could pick an amplitude that helps. The result, with the
 measured and the paper's drops, the backbone, the seeds and the date, is written to
 ``book/data/noise_calibration.json``, which the ``default`` and ``smoke`` profiles read
-(:func:`wma_core.experiments.run_configs`). The paper scale keeps the paper's absolute ``U(-3, 3)``.
+(:func:`wma_study.experiments.run_configs`). The paper scale keeps the paper's absolute ``U(-3, 3)``.
 
 The same file records what the calibration runs measured on their first training batch: D0
 per modality pair (the range over seeds: the default β grid must keep ``β·D0 <= 2``, the
@@ -33,14 +33,14 @@ exactly ``R(α, β) = α · sum_pairs [var_i D_i + (1 − β)^2 · D0^2]``. With
 exceed the task loss ``L`` several times over (MM-IMDb, α = 6, β = 0.2), and the tiny model then
 collapses to a constant predictor. :func:`first_step_terms` measures ``L``, D0 and ``var_i D_i``
 under the initial weights and the JSON keeps them (``first_step``), so the ratio
-``ρ(α, β) = R / L`` (:func:`first_step_ratio`) of any cell follows. The default α grid is chosen
-by that ratio (:data:`wma_core.experiments.PROFILES`); :func:`alpha_mapping_frame` tabulates the
+``ρ(α, β) = R / L`` (:func:`wma_study.calibration.first_step_ratio`) of any cell follows. The default α grid is chosen
+by that ratio (:data:`wma_study.experiments.PROFILES`); :func:`alpha_mapping_frame` tabulates the
 ratio at the paper's α and at ours, which is how the two map onto each other.
 
 Recalibrate (one command; trains the baselines it needs, a few minutes on 2 cores)::
 
-    python -m wma_core.calibrate                  # default profile, seeds 0 1, all datasets
-    python -m wma_core.calibrate --datasets mosei --seeds 0
+    python -m wma_study.calibrate                  # default profile, seeds 0 1, all datasets
+    python -m wma_study.calibrate --datasets mosei --seeds 0
 """
 
 from __future__ import annotations
@@ -48,75 +48,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
-import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import checkpoint
-from . import perturb as P
-from .experiments import DATASETS, PAPER_SELECTED, ROOT, data_home, get_profile, prepare_data, run_configs
-from .losses import modality_pairs, pair_distances
-from .results import ResultsStore, atomic_write_json, config_key
-from .train import build_model, evaluate, fit, resolve_device, run_config, task_loss, to_device
+from wma_core import checkpoint
+from wma_core import perturb as P
+from .calibration import (CALIBRATION_PATH, MIN_DROP, MODALITIES, alpha_mapping_frame, load_calibration, paper_drops,
+                          summary_frame)
+from .profiles import ROOT
+from .experiments import DATASETS, data_home, get_profile, prepare_data, run_configs
+from wma_core.losses import modality_pairs, pair_distances
+from wma_core.store import ResultsStore, atomic_write_json, config_key
+from wma_core.device import resolve_device, to_device
+from wma_core.evaluate import evaluate
+from wma_core.losses import task_loss
+from wma_core.record import run_config
+from wma_core.train import build_model, fit
 
-#: Where the calibration lives (committed; the default profile reads it).
-CALIBRATION_PATH = ROOT / "book" / "data" / "noise_calibration.json"
 #: Relative amplitudes tried (log-spaced; the noise half-width is a × the embedding RMS).
 AMPLITUDES = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 50.0, 80.0)
-#: The smallest drop aimed at, in the headline metric's units (so that noise always hurts).
-MIN_DROP = 0.01
-MODALITIES = {"hateful_memes": ("text", "image"), "mmimdb": ("text", "image"),
-              "ur_funny": ("text", "video", "audio"), "mosei": ("text", "video", "audio")}
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def load_calibration(path: str | Path | None = None) -> dict:
-    """The calibration file, validated: ``{"datasets": {ds: {m: {"amplitude": a, ...}}}, ...}``."""
-    path = Path(path) if path is not None else CALIBRATION_PATH
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no noise calibration; make it with `python -m wma_core.calibrate`")
-    try:
-        cal = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(cal, dict) or cal.get("mode") != "relative" or not isinstance(cal.get("datasets"), dict):
-        raise ValueError(f"{path}: expected an object with mode 'relative' and a 'datasets' object")
-    for ds, mods in cal["datasets"].items():
-        for m, entry in (mods or {}).items():
-            a = entry.get("amplitude") if isinstance(entry, dict) else None
-            if not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0:
-                raise ValueError(f"{path}: datasets.{ds}.{m}.amplitude must be a finite number >= 0, got {a!r}")
-    return cal
-
-
-def calibrated_amplitudes(dataset: str, path: str | Path | None = None) -> dict:
-    """``{modality: a}`` for ``dataset`` from the calibration file (every modality of the dataset)."""
-    cal = load_calibration(path)
-    entry = cal["datasets"].get(dataset)
-    want = MODALITIES[dataset]
-    if not entry or any(m not in entry for m in want):
-        raise KeyError(
-            f"{path or CALIBRATION_PATH}: no calibrated amplitude for {dataset} "
-            f"(need {list(want)}, have {sorted(entry or {})}); run `python -m wma_core.calibrate --datasets {dataset}`"
-        )
-    return {m: float(entry[m]["amplitude"]) for m in want}
-
-
-def paper_drops(dataset: str) -> dict:
-    """``{modality: s * (normal - m_noise)}`` of the paper's Table 1 baseline (positive = worse)."""
-    from .paper import METRICS, load_paper_results
-    from .report import greater_is_better
-
-    p = load_paper_results()
-    base = p[(p["table"] == 1) & (p["dataset"] == dataset) & (p["method"] == "baseline")].set_index("test_case")["value"]
-    s = 1.0 if greater_is_better(METRICS[dataset]) else -1.0
-    return {m: round(s * float(base["normal"] - base[f"{m}_noise"]), 6) for m in MODALITIES[dataset]}
-
 
 # --------------------------------------------------------------------------- measuring
 
@@ -156,12 +108,6 @@ def first_step_terms(cfg) -> dict:
     return {"task_loss": loss, "pairs": pairs}
 
 
-def first_step_ratio(terms: dict, alpha: float, beta: float) -> float:
-    """``R(α, β) / L`` at the first step from :func:`first_step_terms` (see there)."""
-    r = sum(t["var"] + ((1.0 - beta) * t["d0"]) ** 2 for t in terms["pairs"].values())
-    return float(alpha) * r / terms["task_loss"]
-
-
 def _trained_baseline(cfg, store: ResultsStore):
     """Train (or reuse) one baseline, keeping its best checkpoint; return (record, model, task)."""
     from data_prep.dataset import PreparedDataset, task_info
@@ -191,7 +137,7 @@ def _calibration_baseline(cfg, store: ResultsStore):
     if not found:
         raise FileNotFoundError(
             f"{store.root}: no calibration baseline with a kept checkpoint for {cfg.dataset} seed {cfg.seed}; "
-            "run `python -m wma_core.calibrate` first")
+            "run `python -m wma_study.calibrate` first")
     rec = max(found, key=lambda r: (store.path(r["key"])).stat().st_mtime)
     train_ds = PreparedDataset(cfg.data_dir, "train")
     task = task_info(train_ds.manifest)
@@ -299,7 +245,7 @@ def calibrate(datasets=DATASETS, scale: str = "default", *, seeds=(0, 1), model:
     cal = {
         "description": ("Relative test-time noise amplitudes of the embedded default, chosen on dev so that the "
                         "baseline's drop under noise matches the paper's Table 1 baseline drop "
-                        "(made by python -m wma_core.calibrate)"),
+                        "(made by python -m wma_study.calibrate)"),
         "mode": "relative", "scale": scale, "backbone": backbone, "min_drop": MIN_DROP,
         "amplitudes_tried": list(amplitudes), "seeds": list(seeds), "split": "dev",
         "date": _dt.date.today().isoformat(),
@@ -382,49 +328,6 @@ def merge(files, out: str | Path | None = None) -> dict:
     return cal
 
 
-def summary_frame(cal: dict | None = None):
-    """One row per (dataset, modality): amplitude, our dev and test drops, the paper's drop, the
-    target, whether the chosen noise hurts by at least ``min_drop`` on dev, and whether it was
-    calibrated on that dataset."""
-    import pandas as pd
-
-    cal = cal or load_calibration()
-    rows = []
-    for ds, mods in cal["datasets"].items():
-        for m, e in mods.items():
-            rows.append({"dataset": ds, "modality": m, "amplitude": e["amplitude"], "dev drop": e["dev_drop"],
-                         "test drop": e.get("test_drop", float("nan")), "paper drop": e["paper_drop"],
-                         "target drop": e["target_drop"],
-                         "hurts on dev": {True: "yes", False: "no"}.get(e.get("hurts"), "not measured"),
-                         "calibrated": "yes" if e.get("calibrated", True) else f"no (from {e.get('transferred_from')})"})
-    return pd.DataFrame(rows)
-
-
-def alpha_mapping_frame(cal: dict | None = None, alphas=None, betas=None):
-    """How α maps between the paper and the default grid: the first-step ratio ``R/L`` of the
-    regulariser to the task loss (:func:`first_step_ratio`), per dataset, at the paper's
-    selected (α, β) and over the default grid's cells (smallest..largest over its β)."""
-    import pandas as pd
-
-    cal = cal or load_calibration()
-    prof = get_profile(cal.get("scale", "default"))
-    alphas = [a for a in (alphas or prof.alpha_grid) if a > 0]
-    betas = list(betas or prof.beta_grid)
-    rows = []
-    for ds, terms in cal.get("first_step", {}).items():
-        pa, pb = PAPER_SELECTED[ds]
-        row = {"dataset": ds, "task loss L": terms["task_loss"],
-               "D0": ", ".join(f"{t['d0']:.3f}" for t in terms["pairs"].values()),
-               "paper's (α, β)": f"{pa:g}, {pb:g}", "R/L at the paper's (α, β)": first_step_ratio(terms, pa, pb)}
-        for a in (0.1, 0.2, 1.0, 5.0):  # the paper's α grid, at the paper's β for this dataset
-            row[f"R/L, α={a:g}, paper's β"] = first_step_ratio(terms, a, pb)
-        for a in alphas:
-            r = [first_step_ratio(terms, a, b) for b in betas]
-            row[f"R/L ours α={a:g} (β {min(betas):g}..{max(betas):g})"] = f"{min(r):.3f}..{max(r):.3f}"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def measure_first_step(datasets=DATASETS, scale: str = "default", *, model: str | None = None,
                        out: str | Path | None = None, seed: int = 0) -> dict:
     """Only the first-step terms (one forward per dataset), merged into the calibration file."""
@@ -440,7 +343,7 @@ def measure_first_step(datasets=DATASETS, scale: str = "default", *, model: str 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m wma_core.calibrate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m wma_study.calibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default="default", choices=["smoke", "default"])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import pretrain as PT
-from .ot import ot_distance
-from .results import atomic_write_json, config_key
+from wma_core import pretrain as PT
+from wma_core.ot import ot_distance
+from wma_core.store import atomic_write_json, config_key
 
 
 def _cached(name: str, folder, params: dict, data_dirs, compute) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def _cached(name: str, folder, params: dict, data_dirs, compute) -> pd.DataFrame
     import hashlib
 
     from .experiments import results_dir
-    from .train import code_digest, manifest_digest
+    from wma_core.record import code_digest, manifest_digest
 
     key = config_key({"table": name, "params": params, "checkpoint": PT.read_record(folder)["key"],
                       "data": [manifest_digest(d) for d in data_dirs], "code": code_digest(),
@@ -65,7 +65,7 @@ def random_like(folder, seed: int = 0):
     """A backbone with the folder's configuration and random weights (the same init as ``tiny``)."""
     from transformers import ViltConfig, ViltModel
 
-    from .model import WMAVilt
+    from wma_core.model import WMAVilt
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -95,7 +95,7 @@ def pair_gap(backbone, data_dir, split: str = "test", batch_size: int = 64, max_
 def twin_gap(folder, datasets=("hateful_memes", "mmimdb"), scale: str = "default") -> pd.DataFrame:
     """D(mismatched) - D(matched) on twins prepared with the checkpoint's tokenizer."""
     from .experiments import prepare_data
-    from .model import load_vilt
+    from wma_core.model import load_vilt
 
     dirs = {ds: prepare_data(ds, scale, model=str(folder)) for ds in datasets}
 
@@ -117,8 +117,9 @@ def d0_table(folder, datasets, scale: str = "default", seed: int = 0) -> pd.Data
     from data_prep.dataset import PreparedDataset, make_loader, task_info
 
     from .experiments import prepare_data, run_configs
-    from .losses import modality_pairs, pair_distances
-    from .train import build_model, run_config
+    from wma_core.losses import modality_pairs, pair_distances
+    from wma_core.record import run_config
+    from wma_core.train import build_model
 
     plan = []  # (dataset, weights, data folder, run configuration)
     for ds in datasets:
@@ -147,7 +148,7 @@ def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executo
                    address: str | None = None) -> pd.DataFrame:
     """The baseline (α = 0) fine-tuned from the checkpoint and from random initialisation: the
     headline metric on the normal test, per dataset and seed. The runs go through
-    :func:`wma_core.sweep.run_trials` (in parallel under Ray; records are reused from the store,
+    :func:`wma_study.sweep.run_trials` (in parallel under Ray; records are reused from the store,
     and the pretrained baselines are the dataset chapters' own)."""
     from .experiments import prepare_data, results_dir, run_configs
     from .sweep import run_trials

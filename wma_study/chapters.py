@@ -39,7 +39,7 @@ def comparison_section(runs: pd.DataFrame, dataset: str, *, a: dict, b: dict, pa
     """Compute one comparison section and (with ``show``) display and glue it.
 
     Args:
-        runs: :func:`wma_core.report.records_frame` of the chapter's records.
+        runs: :func:`wma_study.report.records_frame` of the chapter's records.
         a, b: method filters (``{"method": "baseline"}``, ``{"method": "wma", "alpha": ..., ...}``).
         paper_table: 1 (against the baseline) or 2 (against minimise-OT).
         a_label, b_label: how tables and texts name the two methods.
@@ -88,7 +88,7 @@ def claim_rows(endpoints: dict, what: str, table: int) -> pd.DataFrame:
 
 
 def pooled_claims(pool: pd.DataFrame) -> pd.DataFrame:
-    """The paper's headline averages as claims (:func:`wma_core.report.pooled` -> :data:`CLAIM_COLUMNS`)."""
+    """The paper's headline averages as claims (:func:`wma_study.report.pooled` -> :data:`CLAIM_COLUMNS`)."""
     rows = [{"claim": f"average relative gain, {r.endpoint} (paper: {r.paper:.1%})", "gain": r.effect, "lo": r.lo,
              "hi": r.hi, "paper": r.paper, "mde": r.mde, "seeds": None, "verdict": r.verdict,
              "evidence": f"pooled over {r.k} datasets (random effects)" + (f"; left out: {r.left_out}" if r.left_out else "")}
