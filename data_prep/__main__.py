@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--vocab-size", type=int, default=d.vocab_size, help="for --tokenizer train")
     q.add_argument("--genres", default=",".join(MMIMDB_GENRES), help="MM-IMDb label set, comma separated")
     q.add_argument("--strict", action="store_true", help="turn every counted skip into an error")
+    q.add_argument("--allow-overlap", action="store_true",
+                   help="a record in two splits (same id or identical content) is dropped from the later split "
+                        "(kept in test, then dev) and counted, instead of being an error")
     q.add_argument("--workers", type=int, default=d.workers, help="processes for image resizing")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 image_size=args.image_size, patch_size=args.patch_size, max_text_len=args.max_text_len,
                 tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                 genres=tuple(g.strip() for g in args.genres.split(",") if g.strip()),
-                strict=args.strict, workers=args.workers, progress=not args.quiet,
+                strict=args.strict, allow_overlap=args.allow_overlap, workers=args.workers, progress=not args.quiet,
             )
             if args.dataset == CAPTIONS:
                 from .readers.coco import prepare_captions

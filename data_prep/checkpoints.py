@@ -14,7 +14,10 @@ A checkpoint name (a tokenizer's or a model's) is a local folder or a hub name:
   instead of a minute of retries. Otherwise it is downloaded as usual.
 
 Files in a checkpoint folder are data: only their names and bytes are read here (``config.json``
-as JSON), and transformers loads them.
+as JSON), and transformers loads them with ``trust_remote_code=False`` (always passed by
+:func:`load`): a folder whose ``tokenizer_config.json`` / ``config.json`` has an ``auto_map``
+(custom Python code) is never run and never makes transformers ask on the terminal; it is a
+:class:`CheckpointError` unless a built-in class can read the folder.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def _save_hint(name: str) -> str:
         f"Where there is a network, save the checkpoint once to a folder, weights and tokenizer together: "
         f"`from transformers import AutoTokenizer, ViltModel; ViltModel.from_pretrained({name!r}).save_pretrained(FOLDER); "
         f"AutoTokenizer.from_pretrained({name!r}).save_pretrained(FOLDER)`, then pass FOLDER instead of {name!r} "
-        f"(papermill `-p model FOLDER`, `python -m wma_core.sweep --model FOLDER`, `python -m data_prep prepare "
+        f"(papermill `-p model FOLDER`, `python -m wma_study.sweep --model FOLDER`, `python -m data_prep prepare "
         f"--tokenizer FOLDER`). Or go without a pretrained checkpoint: model 'tiny' (`--tokenizer train` in "
         f"data_prep), a WordPiece vocabulary fitted on the train text."
     )
@@ -140,6 +143,7 @@ def load(loader: Callable, name: str, *, what: str, **kwargs):
         CheckpointError: a missing local folder, or a hub name that is neither cached nor
             reachable. Errors of ``loader`` on a local folder become a CheckpointError naming it.
     """
+    kwargs["trust_remote_code"] = False  # never run code from a checkpoint, never ask (transformers' prompt)
     folder = local_folder(name)
     if folder is not None:
         if not folder.is_dir():

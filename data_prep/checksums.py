@@ -29,3 +29,11 @@ def combined_digest(entries: dict[str, str]) -> str:
     for name in sorted(entries):
         h.update(f"{name} {entries[name]}\n".encode())
     return h.hexdigest()
+
+
+def sha256_fileobj(f) -> str:
+    """Digest of an open binary file from its current position to the end."""
+    h = hashlib.sha256()
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
+    return h.hexdigest()

@@ -33,6 +33,8 @@ class PrepareConfig:
     vocab_size:   vocabulary size when tokenizer == "train".
     genres:       MM-IMDb label set, in label order.
     strict:       turn every counted skip of bad input into an error.
+    allow_overlap: a record (same id, or identical content) in two splits is dropped from the later
+                  split (test is kept first, then dev) and counted, instead of being an error.
     workers:      processes for image decoding and resizing (1 = in-process).
     progress:     show tqdm progress bars.
     """
@@ -44,6 +46,7 @@ class PrepareConfig:
     vocab_size: int = 2000
     genres: tuple[str, ...] = MMIMDB_GENRES
     strict: bool = False
+    allow_overlap: bool = False
     workers: int = 1
     progress: bool = True
 

@@ -12,12 +12,14 @@ Batches (B samples):
   features     {"ids", "labels",
                 "features": {"text": float32 [B, T, 300], "video": [B, T, dv], "audio": [B, T, da]},
                 "feature_masks": {"text": int64 [B, T], "video": ..., "audio": ...}}
-"ids" is the index of the sample within its split. The arrays are memory-mapped and opened lazily
+"ids" is the index of the sample within its split. Files are opened inside the prepared folder only
+(store.load_npy: no symlink out of it, no FIFO, no pickled objects). The arrays are memory-mapped and opened lazily
 in each process, so the dataset pickles cheaply into DataLoader workers.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import SPLITS
 from .images import read_image
-from .store import read_manifest
+from .store import load_npy, read_manifest
 
 __all__ = ["PreparedDataset", "TaskInfo", "collate", "make_loader", "read_manifest", "task_info"]
 
@@ -76,11 +78,11 @@ class PreparedDataset(Dataset):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.split = split
         self.dir = self.root / split
-        if not (self.dir / "labels.npy").is_file():
+        if not os.path.lexists(self.dir / "labels.npy"):
             raise FileNotFoundError(f"{self.dir}: split {split!r} missing from the prepared folder {self.root}")
-        self.modalities = tuple(self.manifest["modalities"])
+        self.modalities = tuple(self.manifest["modalities"])  # known names only (store.read_manifest)
         self.is_image_text = "image" in self.modalities
-        self.labels = np.load(self.dir / "labels.npy")
+        self.labels = load_npy(self.root, f"{split}/labels.npy")
         if len(self.labels) != self.manifest["splits"][split]:
             raise ValueError(f"{self.dir}: {len(self.labels)} labels but the manifest says {self.manifest['splits'][split]}")
         self._arrays: dict[str, np.ndarray] | None = None
@@ -98,7 +100,7 @@ class PreparedDataset(Dataset):
         if self._arrays is None:
             names = (["input_ids", "attention_mask", "images", "image_shapes", "image_offsets"]
                      if self.is_image_text else [*self.modalities, "mask"])
-            self._arrays = {n: np.load(self.dir / f"{n}.npy", mmap_mode="r") for n in names}
+            self._arrays = {n: load_npy(self.root, f"{self.split}/{n}.npy", mmap=True) for n in names}
         return self._arrays
 
     def __getitem__(self, i: int) -> dict:

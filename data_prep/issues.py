@@ -45,6 +45,11 @@ class SkipLog:
         self._counts[split][reason] += 1
         self._records.append((split, reason, where))
 
+    def drop(self, split: str, reason: str, where: str) -> None:
+        """Leave out one record on the user's request (--allow-overlap): counted and logged, never an error."""
+        self._counts[split][reason] += 1
+        self._records.append((split, reason, where))
+
     def rule(self, split: str, reason: str, count: int = 1) -> None:
         """Count `count` records left out by a documented dataset rule (never an error)."""
         if count:

@@ -16,7 +16,10 @@ manifest.json (sorted keys, no timestamps):
                       vocab_size, max_text_len
     feature datasets: feature_dims, time_steps, replaced {"audio -inf -> 0": {split: values}},
                       mask_rule, label_policy
+    split_overlap     the split-integrity check (overlap.py): policy, what was compared, counts
 Counts are checked: raw_records == splits + dropped + unlabelled for every split, or it is a bug.
+Split integrity: a record in two splits (same id, or identical content) is a DataError naming
+both, or with --allow-overlap a counted drop from the later split (test is kept, then dev).
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import text as text_mod
-from .checksums import combined_digest, sha256_file
+from .checksums import combined_digest
 from .config import SPLITS, PrepareConfig
 from .images import ImageStoreWriter, load_resized
 from .issues import LOG_FILE, DataError, SkipLog
+from .overlap import OverlapCheck
 from .readers.hateful_memes import read_hateful_memes
 from .readers.mmimdb import read_mmimdb
-from .readers.multibench import TEXT_ZERO_RULE, read_multibench
+from .readers.multibench import SPLIT_KEYS, TEXT_ZERO_RULE, read_multibench
 from .store import OutputDir, save_arrays, write_json
 from .tasks import task_spec
 
@@ -75,9 +79,9 @@ def _check_counts(raw_counts: dict, stored: dict, log: SkipLog, unlabelled: dict
             )
 
 
-def _images(records, config: PrepareConfig, desc: str):
+def _images(records, config: PrepareConfig, desc: str, root: Path):
     """Yield ImageResult per record, in order, in-process or with a process pool."""
-    args = [(str(r.image), config.image_size, config.patch_size) for r in records]
+    args = [(str(r.image), config.image_size, config.patch_size, str(root)) for r in records]
     bar = dict(total=len(args), desc=desc, disable=not config.progress, leave=False)
     if config.workers <= 1 or len(args) < 64:
         yield from tqdm((load_resized(*a) for a in args), **bar)
@@ -102,14 +106,28 @@ def _prepare_image_text(dataset: str, raw: Path, work: Path, config: PrepareConf
 
     folder_files = dict(found.meta_digests)  # relative path -> sha256, for combined digests
     kept, max_hw = {}, [0, 0]
-    for split in SPLITS:
+    overlap = OverlapCheck(config.allow_overlap)
+    for split in SPLITS:  # ids first: an overlap is reported before any image is decoded
+        overlap.check_ids(split, [(r.raw_id, r.where) for r in found.splits[split]])
+    for split in overlap.order:  # test first: a sample in two splits is kept in the earlier one
         writer, keep = ImageStoreWriter(work / split), []
-        for rec, res in zip(found.splits[split], _images(found.splits[split], config, f"{dataset} {split} images")):
+        records = []
+        for rec in found.splits[split]:
+            if overlap.dropped(split, rec.raw_id):
+                log.drop(split, overlap.reason_id(split, rec.raw_id), rec.where)
+            else:
+                records.append(rec)
+        for rec, res in zip(records, _images(records, config, f"{dataset} {split} images", raw)):
             rel = rec.image.relative_to(raw.resolve()).as_posix()  # readers resolve inside raw
             if res.sha256 is not None:
                 folder_files[rel] = res.sha256
             if res.problem:
                 log.skip(split, res.problem, f"{rec.where}: {rel} ({res.detail})")
+                continue
+            content = hashlib.sha256(json.dumps([res.sha256, rec.text]).encode("utf-8")).hexdigest()
+            reason = overlap.check_content(split, content, f"{rec.where}: {rel}")
+            if reason is not None:
+                log.drop(split, reason, f"{rec.where}: {rel}")
                 continue
             writer.add(res.pixels)
             max_hw = [max(max_hw[0], res.pixels.shape[1]), max(max_hw[1], res.pixels.shape[2])]
@@ -151,6 +169,7 @@ def _prepare_image_text(dataset: str, raw: Path, work: Path, config: PrepareConf
         "image": {"image_size": config.image_size, "patch_size": config.patch_size, "resample": "bicubic",
                   "max_height": max_hw[0], "max_width": max_hw[1], "layout": "uint8 CHW, one flat array per split"},
         "text": text_info, "vocab_size": text_info["vocab_size"], "max_text_len": config.max_text_len,
+        "split_overlap": overlap.summary(),
         **found.extra,
     }
     if dataset == "mmimdb":
@@ -164,7 +183,30 @@ def _prepare_features(dataset: str, raw: Path, work: Path, config: PrepareConfig
     spec = task_spec(dataset)
     log = SkipLog(config.strict)
     path = raw / spec.raw_file
-    splits = read_multibench(path, spec.feature_dims, spec.kind, log)
+    splits, digest = read_multibench(path, spec.feature_dims, spec.kind, log, root=raw, with_digest=True)
+    overlap = OverlapCheck(config.allow_overlap)
+    for split in SPLITS:
+        overlap.check_ids(split, [(i, _feature_where(path, splits[split], split, k)) for k, i in enumerate(splits[split].raw_ids)])
+    for split in overlap.order:
+        fs, keep = splits[split], []
+        for k, raw_id in enumerate(fs.raw_ids):
+            where = _feature_where(path, fs, split, k)
+            if overlap.dropped(split, raw_id):
+                log.drop(split, overlap.reason_id(split, raw_id), where)
+                continue
+            h = hashlib.sha256()
+            for m in sorted(fs.features):
+                h.update(m.encode() + np.ascontiguousarray(fs.features[m][k]).tobytes())
+            reason = overlap.check_content(split, h.hexdigest(), where)
+            if reason is not None:
+                log.drop(split, reason, where)
+                continue
+            keep.append(k)
+        if len(keep) == 0:
+            raise DataError(f"{path.name}['{SPLIT_KEYS[split]}']: no sample left after dropping the samples that are "
+                            f"also in another split (--allow-overlap)")
+        if len(keep) < len(fs.raw_ids):
+            splits[split] = fs.select(np.asarray(keep, dtype=np.int64))
     for split, fs in tqdm(splits.items(), desc=f"{dataset} splits", disable=not config.progress, leave=False):
         save_arrays(work / split, {**fs.features, "mask": fs.mask, "labels": fs.labels})
         write_json(work / split / "raw_ids.json", fs.raw_ids)
@@ -178,19 +220,26 @@ def _prepare_features(dataset: str, raw: Path, work: Path, config: PrepareConfig
         "dropped": log.as_dict(), "unlabelled": {}, "task": _task(dataset, LABEL_NAMES[dataset]),
         "modalities": list(spec.modalities), "feature_dims": dict(spec.feature_dims),
         "time_steps": int(splits["train"].mask.shape[1]),
-        "sources": {spec.raw_file: sha256_file(path)},
+        "sources": {spec.raw_file: digest},
         "split_keys": {"train": "train", "dev": "valid", "test": "test"},
         "replaced": {"audio -inf -> 0": {s: fs.replaced_neg_inf for s, fs in splits.items()}},
         "mask_rule": "valid from the first time step whose text features are not all zero (MultiBench aligned loader)",
         "drop_rule": TEXT_ZERO_RULE,
         "label_policy": label_policy,
         "vocab_size": None, "max_text_len": None,
+        "split_overlap": overlap.summary(),
     }
     log.report(path=work / LOG_FILE)  # the full converter log; the counts are in the manifest
     return manifest
 
 
+def _feature_where(path: Path, fs, split: str, k: int) -> str:
+    row = int(fs.raw_rows[k]) if fs.raw_rows is not None else k
+    return f"{path.name}['{SPLIT_KEYS[split]}'] record {row} (id {fs.raw_ids[k]})"
+
+
 def summary(manifest: dict) -> str:
     """A short human-readable description of a manifest (for the CLI)."""
-    keys = ["dataset", "splits", "dropped", "unlabelled", "task", "modalities", "vocab_size", "feature_dims", "image"]
+    keys = ["dataset", "splits", "dropped", "unlabelled", "task", "modalities", "vocab_size", "feature_dims", "image",
+            "split_overlap"]
     return json.dumps({k: manifest[k] for k in keys if k in manifest}, indent=2, sort_keys=True)

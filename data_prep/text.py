@@ -66,6 +66,8 @@ def load_pretrained(name_or_path: str) -> Tokenizer:
     """The fast (Rust) tokenizer of a local folder or a hub checkpoint, e.g. dandelin/vilt-b32-mlm.
 
     A folder (written by ``save_pretrained``) is read with ``local_files_only=True``: no network.
+    ``trust_remote_code=False`` always: a folder whose tokenizer_config.json has an ``auto_map``
+    (custom code) never runs that code and never prompts; without a built-in class it is an error.
     A hub name comes from the hub cache, else from the hub; offline it fails at once with a
     message saying what to do (:func:`data_prep.checkpoints.load`). Every failure is a DataError
     whose message starts with ``could not load tokenizer``.
@@ -79,7 +81,7 @@ def load_pretrained(name_or_path: str) -> Tokenizer:
     try:
         if folder is not None:
             checkpoints.require_tokenizer(folder)
-        hf = checkpoints.load(AutoTokenizer.from_pretrained, name_or_path, what="tokenizer")
+        hf = checkpoints.load(AutoTokenizer.from_pretrained, name_or_path, what="tokenizer", trust_remote_code=False)
     except checkpoints.CheckpointError as e:
         if "--tokenizer train" in str(e):
             raise
@@ -132,7 +134,14 @@ def load_tokenizer(prepared_dir: str | Path):
     """The prepared data's tokenizer as a transformers PreTrainedTokenizerFast (specials set)."""
     from transformers import PreTrainedTokenizerFast
 
+    from .paths import UnsafeFile, open_inside, read_limited
+
+    try:  # a regular file inside the prepared folder, opened once
+        with open_inside(prepared_dir, TOKENIZER_FILE, what="tokenizer file", max_bytes=256 << 20) as f:
+            tok = Tokenizer.from_str(read_limited(f, 256 << 20, TOKENIZER_FILE).decode("utf-8"))
+    except UnsafeFile as e:
+        raise DataError(f"{Path(prepared_dir) / TOKENIZER_FILE}: {e.reason}; expected a regular file inside the prepared folder") from None
     return PreTrainedTokenizerFast(
-        tokenizer_file=str(Path(prepared_dir) / TOKENIZER_FILE),
+        tokenizer_object=tok,
         pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
     )

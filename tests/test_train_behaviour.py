@@ -289,6 +289,10 @@ def test_run_key_follows_the_backbone_content_not_its_path(tmp_path):
     assert _folder_digest.cache_info().hits == hits + 1  # unchanged files are not read again
     (b / "model.safetensors").write_bytes(b"\x01" * 64)
     assert model_identity(str(a)) != model_identity(str(b))
-    (a / "pretrain.json").write_text('{"key": "abc123"}')
-    assert model_identity(str(a)) == "pretrained:abc123"
+    # a file that claims an identity changes nothing: two folders claiming the same pretraining
+    # key but holding different weights keep different identities
+    ida, idb = model_identity(str(a)), model_identity(str(b))
+    for f in (a, b):
+        (f / "pretrain.json").write_text('{"key": "abc123"}')
+    assert model_identity(str(a)) == ida != idb == model_identity(str(b))
     assert model_identity("tiny") == "tiny" and model_identity("dandelin/vilt-b32-mlm") == "dandelin/vilt-b32-mlm"

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .store import open_new
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded safely (it names objects other than tensors and plain values)."""
@@ -83,7 +85,8 @@ def save(obj, path: str | Path) -> None:
     """``torch.save`` through a temporary file and a rename, so a crash never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
+    with open_new(tmp) as f:  # never through a symlink planted at the temporary name
+        torch.save(obj, f)
     os.replace(tmp, path)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -62,21 +61,17 @@ def run_config(cfg) -> dict:
 
 def model_identity(model: str) -> str:
     """What a run's key records of its backbone: a hub name or ``"tiny"`` as it is; a local
-    folder by its content, not its path (so a moved or re-cloned data home keeps its records):
-    ``"pretrained:<key>"`` for a checkpoint of :mod:`wma_core.pretrain` (its key covers its
-    configuration and code), else ``"folder:<sha256 of its config, weights and tokenizer files>"``.
+    folder by its content, not its path or what a file in it claims (so a moved or re-cloned data
+    home keeps its records, and two folders that differ can never share an identity):
+    ``"folder:<sha256 of its config, weights and tokenizer files>"``. ``pretrain.json`` (the
+    record of :mod:`wma_core.pretrain`, with machine-dependent timings) is not part of the digest.
     A folder's digest is computed once per state of its files (name, size, modification time),
     since every run key of a sweep asks for it and ViLT-B/32's weights are about 450 MB."""
     folder = Path(model)
     if not folder.is_dir():
         return model
-    done = folder / "pretrain.json"
-    if done.is_file():
-        key = json.loads(done.read_text(encoding="utf-8")).get("key")
-        if isinstance(key, str) and key:
-            return f"pretrained:{key}"
     files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir())
-                  if f.is_file() and f.suffix in _IDENTITY_SUFFIXES)
+                  if f.is_file() and not f.is_symlink() and f.suffix in _IDENTITY_SUFFIXES and f.name != "pretrain.json")
     return _folder_digest(str(folder.resolve()), files)
 
 

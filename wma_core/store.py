@@ -22,6 +22,8 @@ import fcntl
 import hashlib
 import json
 import os
+import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,12 +43,25 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def open_new(path: Path):
+    """A new, empty file at ``path`` for writing (binary): whatever stood there before (a
+    leftover temporary file, or a symlink planted in its place) is removed first, and the file is
+    created with ``O_EXCL | O_NOFOLLOW``, so no file elsewhere is ever written through it."""
+    path = Path(path)
+    try:
+        os.unlink(path)  # a symlink is removed itself, its target untouched
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return os.fdopen(fd, "wb")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with open_new(tmp) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -60,15 +75,52 @@ def atomic_write_json(path: Path, obj) -> None:
 
 @contextmanager
 def file_lock(path):
-    """An exclusive ``flock`` on ``path``, shared by every process on this machine."""
+    """An exclusive ``flock`` on ``path``, shared by every process on this machine.
+
+    The lock file is opened with ``O_NOFOLLOW`` and never truncated: a symlink planted in its
+    place is refused, not followed, so no file elsewhere is created or emptied."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise OSError(f"{path}: cannot open the lock file ({err.strerror}; a symlink is refused)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def touch_heartbeat(path: Path) -> None:
+    """Mark progress: set ``path``'s modification time to now (created empty if missing, never
+    through a symlink). Watchers (:func:`heartbeat_age`) tell a slow run from a silent one."""
+    path = Path(path)
+    try:
+        os.utime(path, follow_symlinks=False)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+        except FileExistsError:
+            pass
+
+
+def heartbeat_age(path: Path) -> float | None:
+    """Seconds since ``path`` last marked progress, or ``None`` if it never did."""
+    try:
+        return max(0.0, time.time() - os.lstat(path).st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def _record_matches(rec, key: str) -> bool:
+    """A record belongs to ``key`` when its ``key`` field and the key of its ``config`` are both ``key``."""
+    return (isinstance(rec, dict) and rec.get("key") == key and isinstance(rec.get("config"), dict)
+            and config_key(rec["config"]) == key)
 
 
 class ResultsStore:
@@ -90,6 +142,10 @@ class ResultsStore:
         """Held while a run trains, so that parallel notebooks or trials never train it twice."""
         return file_lock(self.root / "locks" / f"{safe_name(key, what='run key')}.lock")
 
+    def heartbeat(self, key: str) -> Path:
+        """The file a training run touches at every step (:func:`touch_heartbeat`)."""
+        return self.root / "progress" / f"{safe_name(key, what='run key')}.beat"
+
     def get(self, config_or_key) -> dict | None:
         key = config_or_key if isinstance(config_or_key, str) else config_key(config_or_key)
         p = self.path(key)
@@ -97,9 +153,14 @@ class ResultsStore:
             return None
         try:
             with open(p) as f:
-                return json.load(f)
+                rec = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"results record {p} is not valid JSON ({err}); delete it to rerun that run") from err
+        if not _record_matches(rec, key):
+            warnings.warn(f"results record {p} does not hold the run {key} (its key or config differs): "
+                          "ignored, and the run is trained again", stacklevel=2)
+            return None
+        return rec
 
     def put(self, record: dict) -> Path:
         if "key" not in record or "config" not in record:

@@ -22,6 +22,12 @@ without its keys or with a wrong type, a repeated image or annotation id, an ann
 image_id no image has, a ``file_name`` that leaves the folder: DataError naming the file, the
 record (its index and id) and what was expected. A missing or corrupt image file is a counted skip
 (all its captions are left out; ``--strict`` makes it an error), as for the other datasets.
+The annotation files must be regular files inside RAW and the image folders folders inside RAW
+(a ``train2017`` that is a symlink to another disk is refused: pass the folder that holds the real
+files as RAW); an annotation file is opened once and its digest taken from the bytes parsed.
+Split integrity: an image id, or an identical sample (the same image bytes with the same captions),
+in both train and dev is a DataError naming both files, or with ``allow_overlap`` (``--allow-overlap``)
+a counted drop from train; the manifest's ``split_overlap`` records the check.
 
 Prepared layout (``python -m data_prep prepare coco_captions --raw RAW --out OUT``)::
 
@@ -37,17 +43,20 @@ Prepared layout (``python -m data_prep prepare coco_captions --raw RAW --out OUT
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..checksums import combined_digest, sha256_file
+from ..checksums import combined_digest, sha256_bytes
 from ..config import PrepareConfig
 from ..images import ImageStoreWriter, load_resized
 from ..issues import DataError, SkipLog
-from ..paths import PathEscape, resolve_inside
+from ..overlap import OverlapCheck
+from ..paths import PathEscape, UnsafeFile, folder_inside, open_inside, read_limited, resolve_inside
 from ..store import OutputDir, save_arrays, write_json
 from . import jsonfile
 
@@ -74,7 +83,7 @@ def split_files(raw: Path, split: str) -> tuple[Path, Path]:
     name = RAW_SPLIT[split]
     for year in YEARS:
         ann, folder = raw / "annotations" / f"captions_{name}{year}.json", raw / f"{name}{year}"
-        if ann.is_file():
+        if os.path.lexists(ann):
             return ann, folder
     raise DataError(f"{raw}: no annotations/captions_{name}2017.json (or {name}2014) for the {split} split")
 
@@ -92,10 +101,14 @@ def _check(record, keys: dict, where: str) -> None:
             raise DataError(f"{where}: {key} {value!r} is not a string")
 
 
-def read_annotation_file(path: Path, image_dir: Path) -> list[CaptionImage]:
-    """One COCO captions file -> images with their captions (images without a caption are left out)."""
+def read_annotation_file(path: Path, image_dir: Path, data: bytes | None = None) -> list[CaptionImage]:
+    """One COCO captions file -> images with their captions (images without a caption are left out).
+
+    data: the file's bytes, when the caller has read them (from a checked open file)."""
     try:  # bounded in size and nesting (readers/jsonfile.py); COCO's train captions are ~90 MB
-        doc = jsonfile.loads(jsonfile.read_bounded(path, ANNOTATIONS_MAX_BYTES).decode("utf-8"), path.name)
+        if data is None:
+            data = jsonfile.read_bounded(path, ANNOTATIONS_MAX_BYTES)
+        doc = jsonfile.loads(data.decode("utf-8"), path.name)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path.name}: not a readable JSON file ({type(e).__name__}: {e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("annotations"), list):
@@ -136,12 +149,19 @@ def read_coco_captions(raw: str | Path) -> dict:
     out = {"splits": {}, "raw_counts": {}, "sources": {}, "files": {}}
     for split in SPLITS:
         ann, folder = split_files(raw, split)
-        if not folder.is_dir():
-            raise DataError(f"{raw}: image folder {folder.name}/ for {ann.name} not found")
-        images = read_annotation_file(ann, folder)
+        rel = ann.relative_to(raw).as_posix()
+        try:
+            folder = folder_inside(raw, folder.name, what="image folder")
+            with open_inside(raw, rel, what="annotation file", max_bytes=ANNOTATIONS_MAX_BYTES) as f:
+                data = read_limited(f, ANNOTATIONS_MAX_BYTES)
+        except FileNotFoundError:
+            raise DataError(f"{raw}: image folder {folder.name}/ for {ann.name} not found") from None
+        except UnsafeFile as e:
+            raise DataError(f"{raw}: {e}; expected a regular file / folder inside the raw folder") from None
+        images = read_annotation_file(ann, folder, data)
         out["splits"][split] = images
         out["raw_counts"][split] = sum(len(im.captions) for im in images)
-        out["sources"][ann.relative_to(raw).as_posix()] = sha256_file(ann)
+        out["sources"][rel] = sha256_bytes(data)
         out["files"][split] = {"annotations": ann.relative_to(raw).as_posix(), "images": folder.name + "/"}
     return out
 
@@ -158,23 +178,38 @@ def prepare_captions(raw: str | Path, out: str | Path, config: PrepareConfig = P
     pretrained = None if config.tokenizer == "train" else text_mod.load_pretrained(config.tokenizer)
     with OutputDir(out) as work:
         kept, digests, max_hw, image_counts = {}, {}, [0, 0], {}
+        overlap = OverlapCheck(config.allow_overlap, order=("dev", "train"))
         for split in SPLITS:
+            ann = found["files"][split]["annotations"]
+            overlap.check_ids(split, [(str(im.image_id), f"{ann} image {im.image_id}") for im in found["splits"][split]])
+        for split in ("dev", "train"):  # dev first: an image in both is kept in dev (--allow-overlap)
             writer, keep = ImageStoreWriter(work / split), []
             for im in tqdm(found["splits"][split], desc=f"captions {split} images", disable=not config.progress, leave=False):
-                res = load_resized(im.path, config.image_size, config.patch_size)
+                where = f"{found['files'][split]['annotations']} image {im.image_id}"
+                if overlap.dropped(split, str(im.image_id)):
+                    for _ in im.captions:
+                        log.drop(split, overlap.reason_id(split, str(im.image_id)), where)
+                    continue
+                res = load_resized(im.path, config.image_size, config.patch_size, root=raw)
                 rel = im.path.relative_to(raw.resolve()).as_posix()
                 if res.sha256 is not None:
                     digests[rel] = res.sha256
                 if res.problem:
-                    where = f"{found['files'][split]['annotations']} image {im.image_id}"
                     for _ in im.captions:
                         log.skip(split, res.problem, f"{where}: {rel} ({res.detail})")
+                    continue
+                content = hashlib.sha256(json.dumps([res.sha256, sorted(c for _, c in im.captions)]).encode()).hexdigest()
+                reason = overlap.check_content(split, content, where)
+                if reason is not None:
+                    for _ in im.captions:
+                        log.drop(split, reason, where)
                     continue
                 writer.add(res.pixels)
                 max_hw = [max(max_hw[0], res.pixels.shape[1]), max(max_hw[1], res.pixels.shape[2])]
                 keep.append(im)
             writer.close()
             kept[split], image_counts[split] = keep, len(keep)
+        image_counts = {s: image_counts[s] for s in SPLITS}
         train_text = [c for im in kept["train"] for _, c in im.captions]
         tok = pretrained or text_mod.fit_wordpiece(train_text, config.vocab_size)
         stored = {}
@@ -207,6 +242,7 @@ def prepare_captions(raw: str | Path, out: str | Path, config: PrepareConfig = P
                      **{f"{k}_id": v for k, v in special.items()}},
             "vocab_size": tok.get_vocab_size(), "max_text_len": config.max_text_len,
             "label_policy": "label-free: labels.npy holds zeros so that generic loaders work",
+            "split_overlap": overlap.summary(),
         }
         write_json(work / "manifest.json", manifest)
     log.report()

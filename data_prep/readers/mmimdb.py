@@ -18,21 +18,26 @@ or genre list, is a counted skip; a missing split.json or split key is an error.
 Paths: every file named through an id of split.json must resolve inside RAW (data_prep/paths.py).
 An id whose json or poster would be absolute, leave RAW through "..", or go through a symlink
 leading out of RAW is a counted skip ("metadata path outside the raw folder (<reason>)" or "image
-path outside the raw folder (<reason>)"); that file is never opened. split.json and each movie json
-are read with size and nesting bounds (readers/jsonfile.py).
+path outside the raw folder (<reason>)"); that file is never opened. A movie json that is not a
+regular file (a FIFO, a folder) is a counted skip ("metadata is not a regular file (FIFO)"), never
+waited on. split.json and each movie json are read with size and nesting bounds, and a repeated
+key, an integer of more than 100 digits or a lone surrogate is a DataError naming the file and the
+line (readers/jsonfile.py). split.json must be a regular file inside RAW and the image / metadata
+folders must be folders inside RAW (not symlinks leading out of it): otherwise a DataError.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ..checksums import sha256_bytes, sha256_file
+from ..checksums import sha256_bytes
 from ..config import SPLITS
 from ..issues import DataError, SkipLog
-from ..paths import PathEscape, resolve_inside
+from ..paths import FileTooLarge, PathEscape, UnsafeFile, folder_inside, open_inside, open_regular, read_limited, resolve_inside
 from . import jsonfile
 from .records import ImageTextRaw, ImageTextRecord
 
@@ -40,11 +45,22 @@ PLOT_POLICY = "longest plot of the 'plot' list (most characters; the first of eq
 
 
 def detect_layout(raw: Path) -> tuple[str, str, str]:
-    """-> (layout name, image folder, metadata folder), relative to raw."""
-    if (raw / "dataset").is_dir():
-        return "archive", "dataset", "dataset"
-    if (raw / "images").is_dir() and (raw / "labels").is_dir():
-        return "images+labels", "images", "labels"
+    """-> (layout name, image folder, metadata folder), relative to raw; each a folder inside raw."""
+    if os.path.lexists(raw / "dataset"):
+        layout = ("archive", "dataset", "dataset")
+    elif os.path.lexists(raw / "images") and os.path.lexists(raw / "labels"):
+        layout = ("images+labels", "images", "labels")
+    else:
+        layout = None
+    try:
+        if layout is not None:
+            for folder in set(layout[1:]):
+                folder_inside(raw, folder, what="folder")
+            return layout
+    except UnsafeFile as e:
+        raise DataError(f"{raw}: {e}; expected the folder itself inside the raw folder") from None
+    except FileNotFoundError:
+        pass
     raise DataError(
         f"{raw}: not an MM-IMDb folder; expected split.json with dataset/<id>.jpeg|json "
         f"(official archive) or images/<id>.jpeg + labels/<id>.json"
@@ -61,12 +77,17 @@ def longest_plot(plots) -> str | None:
     return max(texts, key=len) if texts else None  # max keeps the first of equal lengths
 
 
-def read_split_json(raw: Path) -> dict[str, list[str]]:
-    path = raw / "split.json"
-    if not path.is_file():
-        raise DataError(f"{raw}: no split.json")
+def read_split_json(raw: Path, with_digest: bool = False):
+    """split -> ids; with_digest=True: (that, sha256 of split.json as read)."""
     try:
-        obj = jsonfile.loads(jsonfile.read_bounded(path).decode("utf-8"), "split.json")
+        with open_inside(raw, "split.json", what="raw file", max_bytes=jsonfile.MAX_FILE_BYTES) as f:
+            data = read_limited(f, jsonfile.MAX_FILE_BYTES)
+    except FileNotFoundError:
+        raise DataError(f"{raw}: no split.json") from None
+    except UnsafeFile as e:
+        raise DataError(f"split.json: {e.reason}; expected a regular file inside the raw folder ({e})") from None
+    try:
+        obj = jsonfile.loads(data.decode("utf-8"), "split.json")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"split.json: not valid JSON ({e})") from e
     if not isinstance(obj, dict):
@@ -77,14 +98,15 @@ def read_split_json(raw: Path) -> dict[str, list[str]]:
     bad = next((i for split in SPLITS for i in obj[split] if not isinstance(i, (str, int)) or isinstance(i, bool)), None)
     if bad is not None:
         raise DataError(f"split.json: id {bad!r} is not a string or an integer")
-    return {split: [str(i) for i in obj[split]] for split in SPLITS}
+    ids = {split: [str(i) for i in obj[split]] for split in SPLITS}
+    return (ids, sha256_bytes(data)) if with_digest else ids
 
 
 def read_mmimdb(raw: str | Path, log: SkipLog, genres: tuple[str, ...], genre_log: SkipLog) -> ImageTextRaw:
     """genre_log counts genres dropped from kept movies (manifest "dropped_genres")."""
     raw = Path(raw)
     layout, image_dir, meta_dir = detect_layout(raw)
-    split_ids = read_split_json(raw)
+    split_ids, split_digest = read_split_json(raw, with_digest=True)
     index = {g: k for k, g in enumerate(genres)}
     splits, raw_counts, meta_digests = {}, {}, {}
     for split in SPLITS:
@@ -99,7 +121,16 @@ def read_mmimdb(raw: str | Path, log: SkipLog, genres: tuple[str, ...], genre_lo
                 log.skip(split, f"{e.what} outside the raw folder ({e.reason})", f"{where}: {e}")
                 continue
             try:
-                data = jsonfile.read_bounded(meta_path, jsonfile.MAX_FILE_BYTES)
+                with open_regular(meta_path, what="metadata", max_bytes=jsonfile.MAX_FILE_BYTES, root=raw) as f:
+                    data = read_limited(f, jsonfile.MAX_FILE_BYTES)
+            except FileTooLarge:
+                raise DataError(f"{where}: larger than {jsonfile.MAX_FILE_BYTES} bytes; refused (the real file is far smaller)") from None
+            except PathEscape as e:
+                log.skip(split, f"metadata path outside the raw folder ({e.reason})", f"{where}: {e}")
+                continue
+            except UnsafeFile as e:
+                log.skip(split, f"metadata is {e.reason}", f"{where}: {e}")
+                continue
             except OSError:
                 log.skip(split, "missing metadata", where)
                 continue
@@ -136,5 +167,5 @@ def read_mmimdb(raw: str | Path, log: SkipLog, genres: tuple[str, ...], genre_lo
     extra = {"layout": layout, "plot_policy": PLOT_POLICY}
     return ImageTextRaw(
         splits=splits, raw_counts=raw_counts, image_root=image_dir,
-        sources={"split.json": sha256_file(raw / "split.json")}, meta_digests=meta_digests, extra=extra,
+        sources={"split.json": split_digest}, meta_digests=meta_digests, extra=extra,
     )

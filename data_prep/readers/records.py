@@ -56,6 +56,8 @@ class FeatureSplit:
     raw_ids: N strings.
     raw_count: samples in the pickle before drops.
     replaced_neg_inf: audio values that were -inf and became 0.
+    neg_inf_per_sample: int64 [N], those values per stored sample (None: not known).
+    raw_rows: int64 [N], each stored sample's record number in the pickle (None: not known).
     """
 
     features: dict[str, np.ndarray]
@@ -64,3 +66,16 @@ class FeatureSplit:
     raw_ids: list[str]
     raw_count: int
     replaced_neg_inf: int
+    neg_inf_per_sample: np.ndarray | None = None
+    raw_rows: np.ndarray | None = None
+
+    def select(self, rows: np.ndarray) -> "FeatureSplit":
+        """The samples `rows` only (raw_count unchanged: the others count as dropped)."""
+        per = self.neg_inf_per_sample
+        return FeatureSplit(
+            features={m: a[rows] for m, a in self.features.items()}, mask=self.mask[rows], labels=self.labels[rows],
+            raw_ids=[self.raw_ids[i] for i in rows], raw_count=self.raw_count,
+            replaced_neg_inf=int(per[rows].sum()) if per is not None else self.replaced_neg_inf,
+            neg_inf_per_sample=per[rows] if per is not None else None,
+            raw_rows=self.raw_rows[rows] if self.raw_rows is not None else None,
+        )
