@@ -33,7 +33,7 @@ On a CPU the machine's own rate is measured in the same run: a reference fp32 GE
 same round robin as the steps, so that load from other processes hits both alike. The step's
 share of that rate (``step_share_of_gemm``: model FLOP/s of a step / the best GEMM FLOP/s) is
 the CPU's counterpart of MFU. ``--eval-batch`` also times evaluation as
-:func:`wma_core.train.evaluate` runs it (forward under ``inference_mode`` plus the OT
+:func:`wma_core.evaluate.evaluate` runs it (forward under ``inference_mode`` plus the OT
 distances of every pair, at the evaluation batch size) and reports its throughput per sample
 against the training step's (``eval_over_train_samples_per_s``); ``--eval-dtype bf16`` times it
 as the embedded default evaluates on a CPU with native bf16 (``TrainConfig.eval_amp``).
@@ -163,7 +163,7 @@ def make_opt(params, kind: str):
 
 
 def prepare_eval(model, args, device, autocast_ctx):
-    """An evaluation pass over one batch of ``args.eval_batch`` samples, as train.evaluate runs it."""
+    """An evaluation pass over one batch of ``args.eval_batch`` samples, as wma_core.evaluate.evaluate runs it."""
     pairs = modality_pairs(model.modalities)
     batch = args.eval_batch_dict
 
@@ -262,6 +262,9 @@ def time_steps(steps: dict, args, device, interleave: bool) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="tiny", choices=["tiny", "vilt-b32"])
+    p.add_argument("--model", default=None,
+                   help="a local folder written by ViltModel.save_pretrained: its weights and configuration "
+                        "instead of --config's random ones")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--image", type=int, default=None, help="square image side (default: the config's image_size: 64 tiny, 384 vilt-b32)")
     p.add_argument("--text-len", type=int, default=40)
@@ -305,13 +308,18 @@ def main(argv=None):
     args.repeats = args.repeats if args.repeats is not None else (20 if gpu else 5)
     overrides = config_overrides(args.config)
     cfg = {**TINY_CONFIG, **overrides}
+    backbone = None
+    if args.model:  # a save_pretrained folder: its configuration replaces --config's
+        backbone = load_vilt(args.model, patch_order="raster", attn="sdpa", init_seed=args.seed)
+        cfg = {k: getattr(backbone.vilt.config, k) for k in TINY_CONFIG}
     image = args.image or cfg["image_size"]
     if args.text_len > cfg["max_position_embeddings"]:
         raise SystemExit(f"--text-len {args.text_len} > max_position_embeddings {cfg['max_position_embeddings']}")
     patches = (image // cfg["patch_size"]) ** 2
     tokens = args.text_len + 1 + patches
 
-    backbone = load_vilt("tiny", patch_order="raster", attn="sdpa", init_seed=args.seed, **overrides)
+    if backbone is None:
+        backbone = load_vilt("tiny", patch_order="raster", attn="sdpa", init_seed=args.seed, **overrides)
     hf_vilt = copy.deepcopy(backbone.vilt)  # the same random weights
     models = {}
     torch.manual_seed(args.seed)
@@ -343,7 +351,8 @@ def main(argv=None):
         "machine": machine(),
         "device": str(device),
         "measured_on": "gpu" if gpu else "cpu",
-        "config": args.config,
+        "config": args.config if not args.model else "folder",
+        "model_path": args.model,
         "model": {k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")},
         "shape": {"batch": args.batch, "image": image, "patches": patches, "text_len": args.text_len, "tokens": tokens},
         "dtype": args.dtype,
