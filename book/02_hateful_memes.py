@@ -65,8 +65,8 @@ from IPython.display import display
 from myst_nb import glue
 
 from data_prep.dataset import read_manifest
-from wma_study import chapters, figures, report
-from wma_study.experiments import chapter_alpha, get_profile, method_configs, prepare_data, results_dir
+from wma_study import chapters, figures, plan, report
+from wma_study.experiments import chapter_alpha, get_profile, prepare_data, results_dir
 from wma_study.sweep import run_trials
 
 NB = "02_hateful_memes"
@@ -97,9 +97,8 @@ display(Markdown(report.PRIMARY_ENDPOINTS_TEXT))
 # changed.
 
 # %%
-configs = method_configs(DATASET, data_dir, scale, alpha=alpha, beta=beta, model=model,  # baseline, WMA, min-OT
-                         seeds=seeds, lr=lr, epochs=epochs, device=device,
-                         max_train_samples=max_train_samples)
+configs = plan.dataset_runs(DATASET, scale, data_root, model=model, alpha=alpha, beta=beta,  # baseline, WMA, min-OT
+                             seeds=seeds, lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 display(figures.show_table(figures.runs_table(records), caption="Training runs of this chapter"))

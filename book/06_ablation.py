@@ -53,21 +53,15 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from wma_study import figures, report
-from wma_study.experiments import DATASETS, chapter_selection, method_configs, prepare_data, results_dir
+from wma_study import figures, plan, report
+from wma_study.experiments import DATASETS, chapter_selection, results_dir
 from wma_study.sweep import run_trials
 
 NB = "06_ablation"
 publish = figures.Publisher(NB)
 datasets = list(datasets or DATASETS)
-configs = []
-for ds in datasets:
-    a, b = chapter_selection(ds, scale)  # the dataset chapter's WMA
-    data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds), model=model)
-    # baseline, WMA (init target), minimise OT, and WMA with the batch target
-    configs += method_configs(ds, data_dir, scale, alpha=a, beta=b, min_ot_alpha=min_ot_alpha, batch_target=True,
-                              model=model, seeds=seeds, lr=lr, epochs=epochs, device=device,
-                              max_train_samples=max_train_samples)
+configs = plan.ablation_runs(scale, data_roots, datasets=datasets, min_ot_alpha=min_ot_alpha, model=model, seeds=seeds,
+                             lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 print(f"{len(records)} runs over {len(datasets)} datasets")

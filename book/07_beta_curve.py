@@ -60,8 +60,8 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from wma_study import figures, paper_grids, report
-from wma_study.experiments import DATASETS, get_profile, prepare_data, results_dir, run_configs
+from wma_study import figures, paper_grids, plan, report
+from wma_study.experiments import DATASETS, get_profile, results_dir
 from wma_study.sweep import run_trials
 
 NB = "07_beta_curve"
@@ -81,16 +81,8 @@ print(f"grid: α ∈ {alphas} × β ∈ {betas}, seeds {seeds}, datasets {datase
 # the dataset chapters trained) are reused.
 
 # %%
-overrides = {"model": model} if model else {}
-data_dirs = {ds: prepare_data(ds, scale, (data_roots or {}).get(ds), model=model) for ds in datasets}
-configs = []
-for ds in datasets:
-    cells = run_configs(ds, data_dirs[ds], scale, alphas=[a for a in alphas if a > 0], betas=betas, seeds=seeds,
-                        lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples, **overrides)
-    # the baseline with every seed of the dataset chapters (the same runs: reused from the store)
-    bases = run_configs(ds, data_dirs[ds], scale, alphas=(0.0,), seeds=profile.seeds, lr=lr, epochs=epochs,
-                        device=device, max_train_samples=max_train_samples, **overrides) if 0.0 in alphas else []
-    configs += cells + bases  # baselines last
+configs = plan.grid_runs(scale, data_roots, datasets=datasets, alphas=alphas, betas=betas, seeds=seeds, model=model,
+                         lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 print(f"{len(records)} runs ({runs['key'].nunique()} in the frame)")

@@ -56,8 +56,8 @@ import base64
 import matplotlib.pyplot as plt
 from IPython.display import HTML, display
 
-from wma_study import figures
-from wma_study.experiments import DATASETS, get_profile, prepare_data, results_dir, run_configs
+from wma_study import figures, plan
+from wma_study.experiments import DATASETS, get_profile, results_dir
 from wma_study.sweep import run_trials
 
 NB = "08_ot_explorer"
@@ -68,12 +68,8 @@ alphas = [float(a) for a in (profile.alpha_grid if alphas is None else alphas)]
 betas = [float(b) for b in (profile.beta_grid if betas is None else betas)]
 seed = profile.grid_seeds[0] if seed is None else seed
 
-overrides = {"model": model} if model else {}
-configs = []
-for ds in datasets:
-    data_dir = prepare_data(ds, scale, (data_roots or {}).get(ds), model=model)
-    configs += run_configs(ds, data_dir, scale, alphas=alphas, betas=betas, seeds=[seed], lr=lr, epochs=epochs,
-                           device=device, max_train_samples=max_train_samples, **overrides)
+configs = plan.explorer_runs(scale, data_roots, datasets=datasets, alphas=alphas, betas=betas, seed=seed, model=model,
+                             lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 # (dataset, α, β) -> record; the baseline (α = 0) is filed under every β
 by_cell = {}

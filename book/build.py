@@ -4,35 +4,39 @@
                          [--build-dir _build] [--executor ray|local] [--timeout SECONDS]
                          [--idle-timeout SECONDS] [--html-only]
 
-1. One local Ray instance is started for the whole build (``--jobs`` CPUs, in a helper process
-   that owns it) and its address is exported as ``RAY_ADDRESS``, so the training trials of every
-   notebook share the same ``--jobs`` slots. It is always shut down at the end (also on Ctrl-C or
-   SIGTERM, which stop the running notebooks too; and if this process is killed outright, the
-   helper exits when its stdin closes). Finished training runs stay in the results store, so the
-   next build resumes.
-2. The notebooks are the chapters of ``_toc.yml`` that have a ``book/<name>.py`` source
-   (:func:`toc_notebooks`). They run with papermill in ``--jobs`` worker processes, with
-   ``cwd=book/``; executed copies go to ``<build-dir>/executed/<name>.ipynb`` (never into
-   ``book/*.ipynb``). A notebook waits for the notebooks whose runs it reuses (:data:`DEPENDS`);
-   among the ready ones the longest starts first. ``-p scale`` is passed when not ``default``, and
-   ``-p live False`` to the notebooks that declare ``live`` (their interactive widgets are for
-   JupyterLab; the book shows their static view).
-3. No notebook can hang the build:
-   - every cell has a time limit (``--timeout``, default :data:`CELL_TIMEOUT` s: longer than any
-     training cell at the default scale; ``0`` = none). A cell that runs past it fails the build.
-   - a watchdog (:class:`runner.Watchdog`) listens to each kernel's status messages. When the kernel has
-     been idle for ``--idle-timeout`` seconds while papermill still waits for it (the silent hang of
-     an execution client that lost a reply), it ends that kernel and runs the notebook once more
-     (finished training runs are cached, so a retry is cheap). A second hang fails the build.
-   A failed notebook fails the build: its name, the cell (index in the notebook, counting from 0,
-   and its first line) and the error are printed, and the exit status is 1.
-4. A source tree is staged in ``<build-dir>/stage/`` (``_config.yml``, ``_toc.yml``, the
-   Markdown pages, the bibliography, the executed notebooks and a generated build-information
-   page, :func:`render.write_build_info`) and ``jupyter-book build -W -n --keep-going`` renders it; the
-   HTML ends up in ``<build-dir>/html``. Jupyter Book does not execute anything
-   (``execute_notebooks: "off"``), and any warning fails the build.
-5. Timings per notebook and in total are printed (and written to ``<build-dir>/timings.json``:
-   ``notebooks`` {name: seconds}, ``notebook_runs`` {name: seconds, ok, attempts, build}).
+Plan, then train, then read:
+
+1. **Pretraining.** The miniature every training chapter fine-tunes from is built (or found)
+   first, with every core (``python -m wma_core.pretrain``).
+2. **The sweep step.** Every chapter declares the runs it reads (:mod:`wma_study.plan`, the
+   functions the chapters call themselves); their union is trained in one sweep on one local Ray
+   instance (``--jobs`` CPUs), with one progress bar (runs done / total, time left from the
+   measured runs). A run shared by two chapters is one key, trained once; finished runs are in
+   the results store, so a killed or failed build resumes where it stopped.
+3. **The notebooks** are the chapters of ``_toc.yml`` that have a ``book/<name>.py`` source
+   (:func:`toc_notebooks`). They now only read records. They run with papermill in ``--jobs``
+   worker processes, with ``cwd=book/``; executed copies go to ``<build-dir>/executed/<name>.ipynb``
+   (never into ``book/*.ipynb``). A notebook waits for the notebooks whose output it reads
+   (:data:`DEPENDS`); among the ready ones the longest starts first. ``-p scale`` is passed when
+   not ``default``, and ``-p live False`` to the notebooks that declare ``live``.
+4. **Nothing hangs, and no limit depends on the machine's speed.** Pretraining and every trial
+   mark their progress (each step) in a heartbeat file; one that marks none for ten minutes is
+   hung, killed and started once more, then named (:func:`runner.run_watched`,
+   :mod:`wma_study.sweep`). Each notebook cell has a time limit (``--timeout``, default
+   :data:`CELL_TIMEOUT` s), wide for notebooks that only read records, and a watchdog
+   (:class:`runner.Watchdog`) reruns a notebook once whose kernel went silent while papermill
+   waits for it.
+5. **One failure stops only what depends on it.** A failed step fails the chapters that need it;
+   a failed notebook, the notebooks that read what it makes. Every other notebook still runs,
+   the pages that succeeded are rendered, each failed chapter gets a page saying why
+   (:func:`render.failure_page`), and the build exits 1, ending with the command that resumes.
+6. **Rendering.** A source tree is staged in ``<build-dir>/stage/`` (``_config.yml``,
+   ``_toc.yml``, the Markdown pages, the bibliography, the executed notebooks and a generated
+   build-information page, :func:`render.write_build_info`) and ``jupyter-book build -W -n
+   --keep-going`` renders it into ``<build-dir>/html``. Jupyter Book executes nothing.
+7. Timings per notebook, of the steps and in total are printed (and written to
+   ``<build-dir>/timings.json``: ``notebooks`` {name: seconds}, ``notebook_runs`` {name: seconds,
+   ok, attempts, build}, ``sweep_kinds`` {kind of run: runs, seconds}).
 
 ``--only`` executes some notebooks and renders with the earlier executed copies of the others;
 ``--html-only`` only renders; ``--no-html`` only executes.
@@ -55,12 +59,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runner and render sit beside this file
 from render import stage_and_render  # noqa: E402
-from runner import IDLE_TIMEOUT, RayHead, _timed, pretrain_step, run_notebooks  # noqa: E402
+from runner import IDLE_TIMEOUT, RayHead, StepFailed, _timed, pretrain_step, run_notebooks, sweep_step  # noqa: E402
 
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 TOC = ROOT / "_toc.yml"
-CELL_TIMEOUT = 1800  # s per cell by default: the longest training cell at the default scale takes a few minutes
+CELL_TIMEOUT = 1800  # s per cell: the notebooks only read records (the sweep step trained them); a few seconds to a minute each
+RESUME = "make book"  # what a user runs to resume a failed or interrupted build
 
 
 def toc_notebooks(toc: Path = TOC) -> list[str]:
@@ -129,7 +134,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2), help="notebooks run at once, and Ray's CPU slots for training trials (default: the core count)")
     ap.add_argument("--scale", default="default", choices=["smoke", "default", "paper"])
@@ -137,13 +142,74 @@ def main(argv=None) -> int:
     ap.add_argument("--no-html", action="store_true", help="execute only, do not render")
     ap.add_argument("--html-only", action="store_true", help="render only, from the executed copies of an earlier build")
     ap.add_argument("--build-dir", default=str(ROOT / "_build"), help="where executed notebooks, figures and HTML go")
-    ap.add_argument("--executor", default="ray", choices=["ray", "local"], help="'local': no Ray, trials run inside each notebook")
+    ap.add_argument("--executor", default="ray", choices=["ray", "local"], help="'local': no Ray, one trial at a time")
     ap.add_argument("--timeout", type=int, default=CELL_TIMEOUT,
-                    help="per-cell time limit in seconds (default %(default)s; 0: none; raise it at scale 'paper')")
+                    help="per-cell time limit in seconds of the notebooks, which only read records (default %(default)s; 0: none)")
     ap.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT,
                     help="seconds a kernel may sit idle while papermill waits before the notebook is rerun (default %(default)s)")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def _train(args, names: list, build_dir: Path) -> dict:
+    """Pretraining, then every planned run in one sweep step, on one Ray instance. Returns
+    ``{"pretraining_s", "sweep_s", "sweep", "failed": {chapter: why}}``; a failed step fails
+    only the chapters that need it."""
+    training = [n for n in names if n in TRAINING]
+    out = {"pretraining_s": None, "sweep_s": None, "sweep": None, "failed": {}}
+    if not training:
+        return out
+    head, starting = None, None
+    try:
+        if args.executor == "ray":  # Ray starts (about 4 s) while the pretraining step runs or finds its checkpoint
+            starting = cf.ThreadPoolExecutor(1)
+            ray_future = starting.submit(_timed, RayHead, args.jobs)
+        try:
+            out["pretraining_s"] = pretrain_step(args.scale, build_dir / "logs")
+        except StepFailed as err:
+            out["failed"] = {n: str(err) for n in training}
+            return out
+        if starting is not None:
+            head, ray_s = ray_future.result()
+            os.environ.update(head.env)
+            os.environ["RAY_ADDRESS"] = head.address
+            print(f"[build] Ray at {head.address} ({args.jobs} CPUs, {ray_s:.0f} s to start, beside the pretraining step)", flush=True)
+        t0 = time.perf_counter()
+        try:
+            plan = sweep_step(args.scale, training, build_dir / "plan.json", head.address if head else None, args.executor)
+        except StepFailed as err:
+            out["failed"] = {n: str(err) for n in training}
+            return out
+        out["sweep_s"], out["sweep"] = time.perf_counter() - t0, plan
+        for f in plan.get("failures", []):
+            for n, keys in plan["chapters"].items():
+                if f["key"] in keys:
+                    out["failed"].setdefault(n, f"its run {f['run']} ({f['key']}) failed in the sweep step: {f['error']}")
+        return out
+    finally:
+        if starting is not None:
+            starting.shutdown(wait=True)
+            if head is None and ray_future.exception() is None:
+                head = ray_future.result()[0]  # started while the pretraining step failed
+        if head is not None:
+            head.stop()
+
+
+def _print_timings(results: list, timings: dict, build_dir: Path, rendered: bool) -> None:
+    print("\n[build] timings")
+    for r in sorted(results, key=lambda r: NOTEBOOKS.index(r["name"]) if r["name"] in NOTEBOOKS else len(NOTEBOOKS)):
+        print(f"  {r['name']:<18} {r['seconds']:7.1f} s  {'ok' if r['ok'] else 'FAILED'}")
+    for label, key in (("pretraining", "pretraining_s"), ("sweep step", "sweep_s")):
+        if timings.get(key) is not None:
+            print(f"  {label:<18} {timings[key]:7.1f} s")
+    print(f"  {'notebooks (wall)':<18} {timings['notebooks_wall_s']:7.1f} s")
+    if rendered:
+        print(f"  {'html':<18} {timings['html_s']:7.1f} s   -> {build_dir / 'html' / 'index.html'}")
+    print(f"  {'total':<18} {timings['total_s']:7.1f} s")
+
+
+def main(argv=None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
     names = NOTEBOOKS if not args.only else [n.removesuffix(".ipynb").removesuffix(".py") for n in args.only]
     if args.html_only:
         names = []
@@ -162,60 +228,34 @@ def main(argv=None) -> int:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # no debugger warning from each kernel
 
     t0 = time.perf_counter()
-    head, t_pretrain, starting = None, None, None
     try:
-        if args.executor == "ray" and any(n in TRAINING for n in names):
-            # Ray starts (about 4 s) while the pretraining step runs or finds its checkpoint
-            starting = cf.ThreadPoolExecutor(1)
-            ray_future = starting.submit(_timed, RayHead, args.jobs)
-        if any(n in TRAINING for n in names):
-            t_pretrain = pretrain_step(args.scale, args.timeout or None)
-        if starting is not None:
-            head, ray_s = ray_future.result()
-            os.environ.update(head.env)
-            os.environ["RAY_ADDRESS"] = head.address
-            print(f"[build] Ray at {head.address} ({args.jobs} CPUs, {ray_s:.0f} s to start, beside the pretraining step)", flush=True)
+        trained = _train(args, names, build_dir)
+        # the notebooks only read records now (a chapter whose runs are missing still trains them itself)
         results = run_notebooks(names, params, executed, args.jobs, args.timeout or None, args.idle_timeout, BOOK,
-                                depends=DEPENDS, priority=PRIORITY)
+                                depends=DEPENDS, priority=PRIORITY, failed=trained["failed"])
     except KeyboardInterrupt:
-        print("[build] interrupted: finished training runs are in the results store, a rebuild resumes", flush=True)
+        print(f"[build] interrupted: finished training runs are in the results store; `{RESUME}` resumes", flush=True)
         return 130
-    finally:
-        if starting is not None:
-            starting.shutdown(wait=True)
-            if head is None and ray_future.exception() is None:
-                head = ray_future.result()[0]  # started while the pretraining step failed
-        if head is not None:
-            head.stop()
     t_exec = time.perf_counter() - t0
-    ok = all(r["ok"] for r in results)
+    failures = {r["name"]: r["error"] for r in results if not r["ok"]}
     build_dir.mkdir(parents=True, exist_ok=True)
     runs = _merge_timings(build_dir, results)
     timings = {"scale": args.scale, "jobs": args.jobs, "executor": args.executor, "timeout": args.timeout,
                "notebooks": {n: t["seconds"] for n, t in runs.items()}, "notebook_runs": runs,
-               "notebooks_wall_s": t_exec, "pretraining_s": t_pretrain, "ok": ok,
+               "notebooks_wall_s": t_exec, "pretraining_s": trained["pretraining_s"], "sweep_s": trained["sweep_s"],
+               "sweep_kinds": (trained["sweep"] or {}).get("kinds"), "ok": not failures,
                "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")}
-    t_html = 0.0
-    if ok and not args.no_html:
-        t_html = stage_and_render(build_dir, executed, timings, NOTEBOOKS)
-    total = time.perf_counter() - t0
-
-    print("\n[build] timings")
-    for r in sorted(results, key=lambda r: NOTEBOOKS.index(r["name"]) if r["name"] in NOTEBOOKS else len(NOTEBOOKS)):
-        print(f"  {r['name']:<18} {r['seconds']:7.1f} s  {'ok' if r['ok'] else 'FAILED'}")
-    if t_pretrain is not None:
-        print(f"  {'pretraining':<18} {t_pretrain:7.1f} s")
-    print(f"  {'notebooks (wall)':<18} {t_exec:7.1f} s")
-    if not args.no_html and ok:
-        print(f"  {'html':<18} {t_html:7.1f} s   -> {build_dir / 'html' / 'index.html'}")
-    print(f"  {'total':<18} {total:7.1f} s")
-    (build_dir / "timings.json").write_text(json.dumps(
-        {**timings, "html_s": t_html, "total_s": total, "loadavg_end": list(os.getloadavg())}, indent=1))
-    if not ok:
-        bad = [r for r in results if not r["ok"]]
-        print("\n[build] FAILED: " + ", ".join(r["name"] for r in bad), file=sys.stderr)
-        for r in bad:
-            print(f"--- {r['name']}: {r['error']}", file=sys.stderr)
+    timings["html_s"] = 0.0 if args.no_html else stage_and_render(build_dir, executed, timings, NOTEBOOKS, failures,
+                                                                  root=ROOT, book=BOOK)
+    timings["total_s"] = time.perf_counter() - t0
+    _print_timings(results, timings, build_dir, rendered=not args.no_html)
+    (build_dir / "timings.json").write_text(json.dumps({**timings, "loadavg_end": list(os.getloadavg())}, indent=1))
+    if failures:
+        print("\n[build] FAILED: " + ", ".join(failures), file=sys.stderr)
+        for n, err in failures.items():
+            print(f"--- {n}: {err}", file=sys.stderr)
+        done = "the pages that succeeded are rendered, each failed one says why; " if not args.no_html else ""
+        print(f"[build] {done}`{RESUME}` again resumes, reusing every finished run", file=sys.stderr)
         return 1
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -111,10 +112,19 @@ def write_build_info(path: Path, timings: dict, notebooks: list) -> None:
         if t.get("attempts", 1) > 1:
             status += f" (after {t['attempts'] - 1} retry)"
         lines.append(f"| {{doc}}`{n}` | {t['seconds']:.1f} | {status} | {t.get('build', 'this build')} |")
+    kinds = timings.get("sweep_kinds") or {}
+    if kinds:
+        lines += ["", "## Time per kind of training run", "",
+                  "Recorded training, dev and test seconds of the runs the chapters read, summed per kind "
+                  "(a run trained by an earlier build counts with the time it took then).", "",
+                  "| run | runs | seconds |", "|---|---:|---:|",
+                  *[f"| {_md_escape(k)} | {v['runs']} | {v['seconds']:.0f} |" for k, v in sorted(kinds.items())]]
     lines += [
         "", (f"Pretraining the miniature before the notebooks: {timings['pretraining_s']:.1f} s "
              "(0 s when its checkpoint was already there). ") if timings.get("pretraining_s") is not None else "",
-        f"Notebooks (wall clock, in parallel, pretraining included): {timings.get('notebooks_wall_s', 0):.1f} s. "
+        (f"The sweep step, which trained every run the chapters read before any notebook started: "
+         f"{timings['sweep_s']:.1f} s. ") if timings.get("sweep_s") is not None else "",
+        f"Pretraining, the sweep step and the notebooks (wall clock): {timings.get('notebooks_wall_s', 0):.1f} s. "
         "The HTML rendering and the total are in `timings.json` in the build folder (they end after this page is written).", "",
         "## Package versions", "", "| package | version |", "|---|---|",
         *[f"| {p} | {v} |" for p, v in versions], "",
@@ -126,24 +136,41 @@ def write_build_info(path: Path, timings: dict, notebooks: list) -> None:
 # rendering
 
 
-def stage_and_render(build_dir: Path, executed: Path, timings: dict, notebooks: list) -> float:
-    """Stage the sources with the executed ``notebooks`` and build the HTML into ``<build_dir>/html``."""
+def failure_page(name: str, why: str) -> str:
+    """The page of a chapter that did not build: what went wrong and how to resume."""
+    fence = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", why)), default=0))
+    return (f"# {name}: not built\n\n"
+            "This chapter did not build this time; the other chapters did not need it and are complete. "
+            "Run `make book` again to resume: every finished training run is reused, so only what is "
+            "missing is computed.\n\n"
+            f"{fence}text\n{why.strip()}\n{fence}\n")
+
+
+def stage_and_render(build_dir: Path, executed: Path, timings: dict, notebooks: list, failures: dict | None = None,
+                     root: Path = ROOT, book: Path = BOOK) -> float:
+    """Stage the sources with the executed ``notebooks`` and build the HTML into ``<build_dir>/html``.
+
+    A chapter in ``failures`` ({name: why}), or without an executed copy, gets a page that says it
+    did not build and why (:func:`failure_page`), so every chapter that did build renders."""
     t0 = time.perf_counter()
+    failures = dict(failures or {})
     stage = build_dir / "stage"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "book").mkdir(parents=True)
     for f in ("_config.yml", "_toc.yml"):
-        shutil.copy2(ROOT / f, stage / f)
+        shutil.copy2(root / f, stage / f)
     for pattern in ("*.md", "*.bib"):
-        for f in BOOK.glob(pattern):
+        for f in book.glob(pattern):
             shutil.copy2(f, stage / "book" / f.name)
-    if (BOOK / "_static").is_dir():  # Jupyter Book loads every CSS file in <root>/_static
-        shutil.copytree(BOOK / "_static", stage / "_static")
-    missing = [n for n in notebooks if not (executed / f"{n}.ipynb").exists()]
-    if missing:
-        raise SystemExit(f"[build] no executed copy of {missing} in {executed}: run them first (without --only)")
+    if (book / "_static").is_dir():  # Jupyter Book loads every CSS file in <root>/_static
+        shutil.copytree(book / "_static", stage / "_static")
     for n in notebooks:
-        shutil.copy2(executed / f"{n}.ipynb", stage / "book" / f"{n}.ipynb")
+        if n not in failures and not (executed / f"{n}.ipynb").exists():
+            failures[n] = f"no executed copy in {executed}: it has not been run yet (run the build without --only)"
+        if n in failures:
+            (stage / "book" / f"{n}.md").write_text(failure_page(n, failures[n]))
+        else:
+            shutil.copy2(executed / f"{n}.ipynb", stage / "book" / f"{n}.ipynb")
     write_build_info(stage / "book" / f"{BUILD_INFO}.md", timings, notebooks)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(stage),
            "-W", "-n", "--keep-going", "--all"]

@@ -5,6 +5,7 @@ each notebook executed by papermill under a watchdog that tells a silent kernel 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing as mp
 import os
 import secrets
@@ -77,24 +78,105 @@ class RayHead:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def pretrain_step(scale: str, timeout: int | None) -> float | None:
+#: seconds without progress after which the pretraining step counts as hung (it marks every step)
+HANG_AFTER = 600.0
+
+
+class StepFailed(RuntimeError):
+    """A build step (pretraining, the sweep) failed; the message says why."""
+
+
+def run_watched(cmd: list, *, log: Path | None = None, heartbeat: Path | None = None,
+                hang_after: float = HANG_AFTER, retries: int = 1, env: dict | None = None) -> dict:
+    """Run ``cmd`` (from the repository root) to its end, however long it takes, unless it stops
+    marking progress: with ``heartbeat``, a run whose heartbeat file (or, before the first beat,
+    whose start) is older than ``hang_after`` seconds is killed and started once more
+    (``retries``), then reported hung. No limit depends on how fast the machine is.
+
+    Output goes to ``log`` (``None``: to this terminal, e.g. the sweep's progress bar). Returns
+    ``{"returncode", "attempts", "hung", "tail"}`` (``tail``: the last lines of the log)."""
+    attempts, hung = 0, False
+    while True:
+        attempts += 1
+        if heartbeat is not None:
+            Path(heartbeat).unlink(missing_ok=True)
+        out = open(log, "a") if log is not None else None  # noqa: SIM115 - closed below
+        started = time.time()
+        try:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                    env={**os.environ, **(env or {})}, start_new_session=True)
+            try:
+                hung = False
+                while proc.poll() is None:
+                    time.sleep(1.0)
+                    if heartbeat is None:
+                        continue
+                    try:
+                        last = os.lstat(heartbeat).st_mtime
+                    except FileNotFoundError:
+                        last = started
+                    if time.time() - last > hang_after:
+                        hung = True
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+            except BaseException:  # Ctrl-C: stop the step with the build
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                raise
+        finally:
+            if out is not None:
+                out.close()
+        if not hung or attempts > retries:
+            break
+        print(f"[build] {cmd[2]}: no progress for {hang_after:g} s, started again", flush=True)
+    tail = Path(log).read_text(errors="replace").strip().splitlines()[-40:] if log is not None and Path(log).exists() else []
+    return {"returncode": proc.returncode, "attempts": attempts, "hung": hung, "tail": tail}
+
+
+def pretrain_step(scale: str, logs: Path, hang_after: float = HANG_AFTER) -> float | None:
     """Build (or reuse) the pretrained miniature the profile fine-tunes from, once, before any
-    notebook starts: ``python -m wma_core.pretrain`` with every core. Returns its seconds, or
-    ``None`` when the profile fine-tunes from something else (the paper scale's hub model)."""
+    notebook starts: ``python -m wma_core.pretrain`` with every core, watched by its heartbeat
+    (:func:`run_watched`). Returns its seconds, or ``None`` when the profile fine-tunes from
+    something else (the paper scale's hub model); raises :class:`StepFailed`."""
     from wma_study.experiments import PRETRAINED, get_profile
 
     if get_profile(scale).model != PRETRAINED:
         return None
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "wma_core.pretrain", "--scale", "smoke" if scale == "smoke" else "default", "--quiet"]
-    print(f"[build] pretrain the miniature ({' '.join(cmd[1:])})", flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise SystemExit(f"[build] pretraining failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    lines = proc.stdout.strip().splitlines()
+    logs.mkdir(parents=True, exist_ok=True)
+    beat = logs / "pretraining.beat"
+    cmd = [sys.executable, "-m", "wma_core.pretrain", "--scale", "smoke" if scale == "smoke" else "default", "--quiet",
+           "--heartbeat", str(beat)]
+    print(f"[build] pretrain the miniature ({' '.join(cmd[1:6])})", flush=True)
+    res = run_watched(cmd, log=logs / "pretraining.log", heartbeat=beat, hang_after=hang_after)
+    beat.unlink(missing_ok=True)
+    if res["returncode"] != 0:
+        why = f"hung {res['attempts']} times (no progress for {hang_after:g} s)" if res["hung"] else f"exit {res['returncode']}"
+        raise StepFailed(f"pretraining failed ({why}); its log: {logs / 'pretraining.log'}\n" + "\n".join(res["tail"][-15:]))
+    lines = res["tail"]
     seconds = time.perf_counter() - t0
-    print(f"[build] pretrained {seconds:.0f} s: {lines[-2] if len(lines) > 1 else ''}\n        -> {lines[-1]}", flush=True)
+    print(f"[build] pretrained {seconds:.0f} s: {lines[-2] if len(lines) > 1 else ''}\n        -> {lines[-1] if lines else ''}",
+          flush=True)
     return seconds
+
+
+def sweep_step(scale: str, chapters: list, plan_out: Path, address: str | None, executor: str = "ray") -> dict:
+    """Train every run the ``chapters`` read, in one sweep (``python -m wma_study.plan``: one
+    progress bar, runs done / total and the time left); trials that stop marking progress are
+    retried once there. Returns the plan file's content (``chapters`` {name: [keys]},
+    ``failures``, ``kinds``), or raises :class:`StepFailed` when the step itself broke."""
+    cmd = [sys.executable, "-m", "wma_study.plan", "--scale", scale, "--out", str(plan_out), "--executor", executor,
+           "--chapters", *chapters] + (["--address", address] if address else [])
+    print(f"[build] sweep step: the training runs of {len(chapters)} chapters", flush=True)
+    plan_out.unlink(missing_ok=True)
+    res = run_watched(cmd, retries=0)
+    if not plan_out.exists():
+        raise StepFailed(f"the sweep step ended (exit {res['returncode']}) without its plan file {plan_out}")
+    return json.loads(plan_out.read_text())
 
 
 def declared_parameters(path: Path) -> set:
@@ -292,34 +374,44 @@ def _strip_ansi(text: str) -> str:
 
 def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: int | None,
                   idle_timeout: float = IDLE_TIMEOUT, src_dir: Path | None = None, *, depends: dict | None = None,
-                  priority: list | None = None) -> list:
+                  priority: list | None = None, failed: dict | None = None) -> list:
     """Execute ``names`` in ``jobs`` processes; a notebook starts once the notebooks it
-    ``depends`` on have finished, the earliest in ``priority`` first among the ready ones; no new
-    one starts after a failure."""
+    ``depends`` on have finished, the earliest in ``priority`` first among the ready ones.
+
+    A failure stops only what depends on it: a notebook whose dependency failed (or is named in
+    ``failed``, ``{name: why}``, e.g. the chapters whose runs the sweep step could not train) is
+    reported as not run, with the reason; every other notebook still runs."""
     src_dir = Path(src_dir) if src_dir else BOOK
     depends, priority = depends or {}, list(priority or [])
     out_dir.mkdir(parents=True, exist_ok=True)
-    declared = {n: declared_parameters(src_dir / f"{n}.ipynb") for n in names}
-    pending = sorted(names, key=lambda n: priority.index(n) if n in priority else len(priority))
-    done, failed, results, running = set(), False, [], {}
+    bad = dict(failed or {})  # name -> why it did not run or failed
+    results = [{"name": n, "ok": False, "seconds": 0.0, "error": why} for n, why in bad.items() if n in names]
+    todo = [n for n in names if n not in bad]
+    declared = {n: declared_parameters(src_dir / f"{n}.ipynb") for n in todo}
+    pending = sorted(todo, key=lambda n: priority.index(n) if n in priority else len(priority))
+    done, running = set(), {}
     ctx = mp.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
     try:
         while pending or running:
-            if not failed:
-                for n in list(pending):
-                    if len(running) >= jobs:
-                        break
-                    if (depends.get(n, set()) & set(names)) <= done:
-                        p = {k: v for k, v in params.items() if k in declared[n]}
-                        fut = pool.submit(execute, n, p, str(out_dir), timeout, idle_timeout, str(src_dir))
-                        running[fut] = n
-                        pending.remove(n)
-                        shown = {k: v for k, v in p.items() if k != "live"}
-                        print(f"[build] start  {n}" + (f"  {shown}" if shown else ""), flush=True)
-            elif not running:
-                break
-            if not running:  # nothing can start: unmet dependencies (a failed notebook)
+            for n in list(pending):
+                deps = depends.get(n, set()) & set(names)
+                if deps & set(bad):  # a dependency failed: this one is not run, the others go on
+                    pending.remove(n)
+                    why = f"not run: it reads what {', '.join(sorted(deps & set(bad)))} makes, which failed"
+                    bad[n] = why
+                    results.append({"name": n, "ok": False, "seconds": 0.0, "error": why})
+                    print(f"[build] skip   {n}: {why}", flush=True)
+                elif len(running) < jobs and deps <= done:
+                    p = {k: v for k, v in params.items() if k in declared[n]}
+                    fut = pool.submit(execute, n, p, str(out_dir), timeout, idle_timeout, str(src_dir))
+                    running[fut] = n
+                    pending.remove(n)
+                    shown = {k: v for k, v in p.items() if k != "live"}
+                    print(f"[build] start  {n}" + (f"  {shown}" if shown else ""), flush=True)
+            if not running:
+                if pending:  # cannot happen with an acyclic DEPENDS; say so rather than wait for ever
+                    raise RuntimeError(f"notebooks {pending} wait on each other (DEPENDS has a circle)")
                 break
             finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
@@ -331,7 +423,7 @@ def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: 
                     again = f"  (after {res['attempts'] - 1} retry)" if res.get("attempts", 1) > 1 else ""
                     print(f"[build] done   {n}  {res['seconds']:.0f} s{again}", flush=True)
                 else:
-                    failed = True
+                    bad[n] = res["error"]
                     print(f"[build] FAILED {n}  {res['seconds']:.0f} s\n{res['error']}", flush=True)
     except BaseException:  # Ctrl-C / SIGTERM: stop the notebooks now (their kernels exit with them)
         for proc in list(getattr(pool, "_processes", {}).values()):
@@ -339,6 +431,4 @@ def run_notebooks(names: list, params: dict, out_dir: Path, jobs: int, timeout: 
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    for n in pending:
-        results.append({"name": n, "ok": False, "seconds": 0.0, "error": "not run (an earlier notebook failed)"})
     return results

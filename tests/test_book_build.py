@@ -159,7 +159,7 @@ def test_build_info_page(tmp_path):
         assert f"| {{doc}}`{other}` | – | no executed copy | – |" in text
     assert f"| torch | {metadata.version('torch')} |" in text
     assert "Pretraining the miniature before the notebooks: 55.0 s" in text
-    assert "Notebooks (wall clock, in parallel, pretraining included): 12.5 s" in text
+    assert "Pretraining, the sweep step and the notebooks (wall clock): 12.5 s" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def _git_status() -> set[str] | None:
 @pytest.fixture(scope="module")
 def smoke_env(tmp_path_factory):
     base = tmp_path_factory.mktemp("book")
-    env = {**os.environ, "WMA_DATA": str(base / "data"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "WMA_DATA": str(base / "data"), "PYTHONUNBUFFERED": "1", "WMA_TRIAL_LOG": str(base / "trials.log")}
     env.pop("RAY_ADDRESS", None)
     env.pop("WMA_BUILD_DIR", None)
     return base, env
@@ -193,7 +193,19 @@ def built(smoke_env):
     )
     after = _git_status()
     assert proc.returncode == 0, f"build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
-    return {"dir": build_dir, "stdout": proc.stdout, "before": before, "after": after}
+    return {"dir": build_dir, "stdout": proc.stdout, "before": before, "after": after, "trials": base / "trials.log"}
+
+
+@pytest.mark.slow
+def test_the_sweep_step_trains_every_run_and_the_notebooks_only_read(built):
+    """Plan, then train, then read: every run started during the build is one the plan declared,
+    and each started once (a notebook that trained would start a run the sweep step did not)."""
+    plan = json.loads((built["dir"] / "plan.json").read_text())
+    declared = {k for keys in plan["chapters"].values() for k in keys}
+    started = [ln.split()[1] for ln in built["trials"].read_text().splitlines() if ln.startswith("start ")]
+    assert started and set(started) <= declared and len(started) == len(set(started)) == len(declared)
+    assert not plan["failures"] and "[build] sweep step" in built["stdout"]
+    assert sum(len(v) for v in plan["chapters"].values()) > len(declared)  # shared runs: one key, trained once
 
 
 @pytest.mark.slow

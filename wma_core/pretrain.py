@@ -59,7 +59,7 @@ from . import perturb as P
 from .model import TINY_CONFIG, WMAVilt
 from .optim import configure_optimizer, warmup_schedule
 from .ot import ot_distance
-from .store import atomic_write_json, config_key, data_home, file_lock
+from .store import atomic_write_json, config_key, data_home, file_lock, touch_heartbeat
 
 IGNORE = -100  # label of tokens MLM does not predict (cross_entropy's ignore_index)
 DONE = "pretrain.json"
@@ -342,11 +342,13 @@ def build_pretrainer(cfg: PretrainConfig, vocab_size: int) -> Pretrainer:
 
 # -- training ------------------------------------------------------------------------------------
 def pretrain(cfg: PretrainConfig = PretrainConfig(), out: str | Path | None = None, *, home: str | Path | None = None,
-             progress: bool = True, stop_after: int | None = None) -> Path:
+             progress: bool = True, stop_after: int | None = None, heartbeat: str | Path | None = None) -> Path:
     """Build (or reuse, or resume) the checkpoint folder of ``cfg``; returns it.
 
     out: the folder (default :func:`default_dir`); home: where the corpus is written (default:
     the data home). ``stop_after``: stop after that many epochs of this call (for tests of resume).
+    ``heartbeat``: a file touched at every step (:func:`wma_core.store.touch_heartbeat`), so a
+    watcher tells slow pretraining from a hung one.
     """
     out = Path(out) if out is not None else default_dir(cfg)
     key = pretrain_key(cfg)
@@ -357,7 +359,8 @@ def pretrain(cfg: PretrainConfig = PretrainConfig(), out: str | Path | None = No
     with file_lock(Path(home) / "locks" / f"pretrain-{key}.lock"):
         if _finished(out, key):
             return out
-        _pretrain_locked(cfg, out, key, Path(home), progress, stop_after)
+        _pretrain_locked(cfg, out, key, Path(home), progress, stop_after,
+                         (lambda: touch_heartbeat(Path(heartbeat))) if heartbeat else (lambda: None))
     return out
 
 
@@ -379,9 +382,11 @@ def _tokenizer(prepared: Path):
     return tok
 
 
-def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_after) -> None:
+def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_after, beat) -> None:
     t_start = time.perf_counter()
+    beat()
     prepared = corpus_dir(cfg, home)
+    beat()
     t_corpus = time.perf_counter() - t_start
     tok = _tokenizer(prepared)
     specials = [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id, tok.mask_token_id]
@@ -424,6 +429,7 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
                 sums[k] += v
             sums["n"] += 1
             bar.update(1)
+            beat()
             bar.set_postfix(mlm=f"{row['mlm']:.2f}", itm=f"{row['itm']:.2f}", wpa=f"{row['wpa']:.3f}")
         n = max(1, sums.pop("n"))
         row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
@@ -445,6 +451,7 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
         return  # stopped early on request: last.pt holds the state
     t0 = time.perf_counter()
     metrics = evaluate_heldout(model, dev, tok, cfg)
+    beat()
     random_metrics = evaluate_heldout(build_pretrainer(cfg, len(tok)), dev, tok, cfg)
     model.mlm.save_pretrained(out)
     tok.save_pretrained(out)
@@ -570,8 +577,9 @@ def main(argv=None) -> int:
     p.add_argument("--scale", choices=sorted(SCALES), default="default")
     p.add_argument("--out", help="checkpoint folder (default: <data home>/pretrained/<key>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--heartbeat", default=None, help="a file touched at every step (for a watcher of progress)")
     args = p.parse_args(argv)
-    folder = pretrain(SCALES[args.scale], args.out, progress=not args.quiet)
+    folder = pretrain(SCALES[args.scale], args.out, progress=not args.quiet, heartbeat=args.heartbeat)
     rec = read_record(folder)
     m = rec["metrics"]
     print(f"held-out ITM accuracy {m['itm_accuracy']:.3f}; masked colour/shape words "

@@ -42,7 +42,7 @@ from .metrics import headline_metric, is_better, prediction_summary
 from .model import WMAClassifier, load_vilt
 from .optim import configure_optimizer, warmup_schedule
 from .record import NO_COUNTS, perturbation_digest, run_config, timings
-from .store import ResultsStore, config_key
+from .store import ResultsStore, config_key, touch_heartbeat
 
 
 @dataclass
@@ -224,6 +224,10 @@ class _Run:
     def best_path(self) -> Path:
         return self.run_dir / "best.pt"
 
+    def beat(self) -> None:
+        """Mark progress (every step, dev pass and test case): how a sweep tells a slow run from a hung one."""
+        touch_heartbeat(self.store.heartbeat(self.key))
+
 
 def _setup(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> _Run:
     """Data, model (head bias included), regulariser, optimiser and schedule, in the order that
@@ -330,6 +334,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict, dict]:
         loss.backward()
         run.opt.step()
         run.sched.step()
+        run.beat()
         sums["loss"] += float(loss.detach())
         sums["task"] += float(loss_task.detach())
         sums["n"] += 1
@@ -349,6 +354,7 @@ def _dev_epoch(run: _Run, epoch: int, sums: dict, d_sums: dict) -> float:
     counts["eval_seconds"] += time.perf_counter() - t_eval
     counts["eval_samples"] += len(dev["labels"])
     counts["eval_tokens"] += dev["token_samples"]
+    run.beat()
     score = dev["metrics"][run.metric]
     if d_sums:
         state["d_trajectory"].append({"epoch": epoch + 1, "split": "train", **{k: v / n for k, v in d_sums.items()}})
@@ -416,6 +422,7 @@ def _test_best(run: _Run) -> dict:
         out["perturb_digest"][name] = perturbation_digest(pert, len(run.test_ds), model.backbone.config.hidden_size)
         res = evaluate(model, test_loader, run.task.kind, perturbation=pert, device=run.device, amp=cfg.eval_autocast,
                        ot_iters=cfg.ot_iters)
+        run.beat()
         out["metrics"][name] = res["metrics"]
         samples += len(res["labels"])
         tokens += res["token_samples"]
@@ -467,12 +474,14 @@ def _record(run: _Run, feasible: dict, tested: dict) -> dict:
 
 def _fit_locked(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> dict:
     run = _setup(cfg, store, rcfg, key)
+    run.beat()
     _resume(run)
     feasible = _measure_d0(run)
     _train(run)
     record = _record(run, feasible, _test_best(run))
     store.put(record)
     run.last_path.unlink(missing_ok=True)
+    store.heartbeat(key).unlink(missing_ok=True)
     if not cfg.keep_best:
         run.best_path.unlink(missing_ok=True)
         try:

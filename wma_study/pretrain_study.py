@@ -144,25 +144,32 @@ def d0_table(folder, datasets, scale: str = "default", seed: int = 0) -> pd.Data
     return _cached("d0_table", folder, params, [p[2] for p in plan], compute)
 
 
+def finetune_configs(datasets, scale: str = "default", seeds=(0, 1, 2)) -> list:
+    """``[((dataset, "pretrained" | "random init", seed), TrainConfig)]``: the baseline from the
+    checkpoint and from random weights (:func:`finetune_table`, :func:`wma_study.plan.pretraining_runs`)."""
+    from .experiments import prepare_data, run_configs
+
+    out = []
+    for ds in datasets:
+        for name, model in (("pretrained", "pretrained"), ("random init", "tiny")):
+            data_dir = prepare_data(ds, scale, model=model)
+            out += [((ds, name, cfg.seed), cfg) for cfg in run_configs(ds, data_dir, scale, seeds=seeds, model=model)]
+    return out
+
+
 def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executor: str = "ray",
                    address: str | None = None) -> pd.DataFrame:
     """The baseline (α = 0) fine-tuned from the checkpoint and from random initialisation: the
     headline metric on the normal test, per dataset and seed. The runs go through
     :func:`wma_study.sweep.run_trials` (in parallel under Ray; records are reused from the store,
     and the pretrained baselines are the dataset chapters' own)."""
-    from .experiments import prepare_data, results_dir, run_configs
+    from .experiments import results_dir
     from .sweep import run_trials
 
-    configs, labels = [], []
-    for ds in datasets:
-        for name, model in (("pretrained", "pretrained"), ("random init", "tiny")):
-            data_dir = prepare_data(ds, scale, model=model)
-            for cfg in run_configs(ds, data_dir, scale, seeds=seeds, model=model):
-                configs.append(cfg)
-                labels.append((ds, name, cfg.seed))
-    records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
+    labelled = finetune_configs(datasets, scale, seeds)
+    records = run_trials([cfg for _, cfg in labelled], results_dir(), executor=executor, address=address, progress=False)
     rows = []
-    for (ds, name, seed), rec in zip(labels, records):
+    for ((ds, name, seed), _), rec in zip(labelled, records):
         metric = rec["headline_metric"]
         rows.append({"dataset": ds, "init": name, "seed": seed, "metric": metric, "value": rec["metrics"]["normal"][metric]})
     return pd.DataFrame(rows)

@@ -40,9 +40,17 @@ trial's ``last.pt`` when the results folder is shared, or returns the stored rec
 trial had finished before its result was lost. Records are written once per key (atomic
 rename of the same content), so a trial can never be stored twice.
 
+A hung trial is told from a slow one by progress, not by wall time: every training step, dev
+pass and test case touches the trial's heartbeat file in the store
+(:meth:`wma_core.store.ResultsStore.heartbeat`). On Ray, a trial that has started and then
+marked no progress for ``hang_after`` seconds (default :data:`HANG_AFTER`) is cancelled and
+submitted once more (it resumes from its ``last.pt``); a second hang is reported by name in the
+:class:`SweepError`. A trial waiting for a free CPU has not started and is never judged.
+
 Set ``WMA_TRIAL_LOG=path`` to append one line ``start <key> <pid> <time> <node>`` per trial
 started (``<node>``: the Ray node id, or ``local``; for tests and audits: a finished trial never
-starts again).
+starts again). For tests of the hang watch, ``WMA_STALL=<key>:<n>[,...]`` (with the trial log
+set) makes the first ``n`` attempts of that trial stop marking progress after they start.
 """
 
 from __future__ import annotations
@@ -56,11 +64,18 @@ import sys
 import time
 from pathlib import Path
 
-from wma_core.store import ResultsStore, config_key
+from wma_core.store import ResultsStore, config_key, heartbeat_age, touch_heartbeat
 from wma_core.record import run_config
 from wma_core.train import TrainConfig, fit
 
 TRIAL_LOG_ENV = "WMA_TRIAL_LOG"
+STALL_ENV = "WMA_STALL"
+#: Seconds without progress (no step, dev pass, test case or record) after which a started trial
+#: is hung. A training step of the default scale takes well under a second, a dev pass or one
+#: test case a few seconds; ten minutes of silence is a hang on any machine this book runs on.
+HANG_AFTER = 600.0
+#: How often a hung trial is submitted again before it is reported.
+HANG_RETRIES = 1
 #: How often one trial is submitted again after Ray lost it (worker, node or result object).
 LOST_RESUBMITS = 3
 
@@ -117,11 +132,30 @@ def _trial(cfg: TrainConfig, results: str, threads: int, trial_log: str | None, 
             import ray
 
             node = ray.get_runtime_context().get_node_id()
-        _log_start(trial_log, config_key(run_config(cfg)), node)
-        return fit(cfg, ResultsStore(results))
+        key = config_key(run_config(cfg))
+        store = ResultsStore(results)
+        _log_start(trial_log, key, node)
+        touch_heartbeat(store.heartbeat(key))  # started: from now on the hang watch judges it
+        if _stall_requested(key, trial_log):
+            while True:  # a test of the hang watch: started, then silent
+                time.sleep(3600)
+        return fit(cfg, store)
     finally:
         if not in_ray:  # the local executor runs in the caller's process: leave it as it was
             torch.set_num_threads(previous)
+
+
+def _stall_requested(key: str, trial_log: str | None) -> bool:
+    """Whether ``WMA_STALL`` asks this attempt of ``key`` to stall (counted in the trial log)."""
+    spec = os.environ.get(STALL_ENV, "")
+    if not spec or not trial_log:
+        return False
+    wanted = dict(item.rsplit(":", 1) for item in spec.split(",") if ":" in item)
+    if key not in wanted:
+        return False
+    with open(trial_log, encoding="utf-8") as f:
+        starts = sum(1 for line in f if line.startswith(f"start {key} "))
+    return starts <= int(wanted[key])
 
 
 def _error_text(err: BaseException) -> str:
@@ -205,6 +239,7 @@ def run_trials(
     gpus_per_trial: float | None = None,
     max_retries: int = 1,
     progress: bool = True,
+    hang_after: float | None = HANG_AFTER,
 ) -> list[dict]:
     """Run every trial whose record is not yet in ``results``; return all records in ``configs`` order.
 
@@ -218,6 +253,8 @@ def run_trials(
         gpus_per_trial: GPUs per trial; ``None``: 1 when the cluster has GPUs, else 0.
         max_retries: extra attempts of a failed trial before it is reported.
         progress: a progress bar advancing as trials finish.
+        hang_after: seconds without progress after which a started Ray trial is hung (cancelled,
+            submitted once more, then reported); ``None``: never.
 
     Raises:
         SweepError: some trials failed ``1 + max_retries`` times; raised after all other trials
@@ -264,7 +301,8 @@ def run_trials(
                         finished(key, rec)
                         break
         elif todo:
-            _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries, trial_log, finished, failed)
+            _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries, trial_log, finished, failed,
+                     hang_after)
     finally:
         bar.close()
     if failures:
@@ -279,10 +317,12 @@ def run_trials(
     return out
 
 
-def _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries, trial_log, finished, failed):
+def _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries, trial_log, finished, failed,
+             hang_after=HANG_AFTER):
     import ray
 
     started = init_ray(address)
+    store = ResultsStore(results)
     pending: dict = {}
     try:
         if gpus_per_trial is None:
@@ -295,14 +335,26 @@ def _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries
         )
         lost_errors = _lost_errors(ray)
         resubmits = dict.fromkeys(todo, 0)
+        hangs = dict.fromkeys(todo, 0)
 
         def submit(key):
+            store.heartbeat(key).unlink(missing_ok=True)  # not started yet (a stale beat is no progress)
             pending[remote.remote(todo[key], results, cpus_per_trial, trial_log, True)] = key
 
         for key in todo:
             submit(key)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if hang_after is None else min(30.0, hang_after / 4))
+            for ref, key in _hung(pending, store, hang_after) if not ready else ():
+                del pending[ref]
+                ray.cancel(ref, force=True)
+                hangs[key] += 1
+                if hangs[key] <= HANG_RETRIES:
+                    print(f"[sweep] {describe(todo[key])}: no progress for {hang_after:g} s, submitted again",
+                          file=sys.stderr, flush=True)
+                    submit(key)
+                else:
+                    failed(key, RuntimeError(f"hung: no progress for {hang_after:g} s, {hangs[key]} times"))
             for ref in ready:
                 key = pending.pop(ref)
                 try:
@@ -326,6 +378,18 @@ def _run_ray(todo, results, address, cpus_per_trial, gpus_per_trial, max_retries
                     pass
         if started:
             ray.shutdown()
+
+
+def _hung(pending: dict, store: ResultsStore, hang_after: float | None) -> list:
+    """``(ref, key)`` of the started trials whose heartbeat is older than ``hang_after`` seconds."""
+    if hang_after is None:
+        return []
+    out = []
+    for ref, key in pending.items():
+        age = heartbeat_age(store.heartbeat(key))
+        if age is not None and age > hang_after:
+            out.append((ref, key))
+    return out
 
 
 def _lost_errors(ray) -> tuple:
