@@ -317,8 +317,9 @@ def cmd_setup(out, raw, n, model, size):
             sys.exit(rc)
     t_twin = time.perf_counter() - t0
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, ViltConfig, ViltModel
+    from transformers import ViltConfig, ViltModel
+
+    from data_prep.text import save_fitted
 
     torch.manual_seed(0)
     if size == "vilt-b32":
@@ -328,15 +329,7 @@ def cmd_setup(out, raw, n, model, size):
                             vocab_size=1000)
     ViltModel(config).save_pretrained(model)
     texts = [json.loads(l)["text"] for l in (Path(raw) / "train.jsonl").read_text().splitlines() if l.strip()]
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(model)
+    save_fitted(texts, model, vocab_size=300)  # the hub tokenizer cannot be had: one fitted on the twin
     d = base("setup")
     d.update(raw=str(raw), twin_n=int(n), twin_s=t_twin, model=str(model), model_size=size,
              model_config={k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",

@@ -132,8 +132,6 @@ def save(tok: Tokenizer, out_dir: str | Path) -> Path:
 
 def load_tokenizer(prepared_dir: str | Path):
     """The prepared data's tokenizer as a transformers PreTrainedTokenizerFast (specials set)."""
-    from transformers import PreTrainedTokenizerFast
-
     from .paths import UnsafeFile, open_inside, read_limited
 
     try:  # a regular file inside the prepared folder, opened once
@@ -141,7 +139,21 @@ def load_tokenizer(prepared_dir: str | Path):
             tok = Tokenizer.from_str(read_limited(f, 256 << 20, TOKENIZER_FILE).decode("utf-8"))
     except UnsafeFile as e:
         raise DataError(f"{Path(prepared_dir) / TOKENIZER_FILE}: {e.reason}; expected a regular file inside the prepared folder") from None
+    return as_transformers(tok)
+
+
+def as_transformers(tok: Tokenizer):
+    """A BERT-style ``tokenizers`` tokenizer as transformers' PreTrainedTokenizerFast (specials set)."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
     )
+
+
+def save_fitted(texts: list[str], folder: str | Path, vocab_size: int = 2000) -> None:
+    """Fit a WordPiece vocabulary on ``texts`` (:func:`fit_wordpiece`) and save it into ``folder``
+    with ``save_pretrained``, beside a model's weights: a checkpoint folder that loads like
+    ``dandelin/vilt-b32-mlm`` when the hub's tokenizer cannot be had."""
+    as_transformers(fit_wordpiece(texts, vocab_size)).save_pretrained(str(folder))

@@ -116,8 +116,9 @@ def _texts(raw: Path) -> dict[str, str]:
 def save_b32_one_layer(folder: Path, train_texts: list[str]) -> None:
     """ViLT-B/32 reduced to one layer (random weights) + a WordPiece tokenizer, in one folder."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, ViltConfig, ViltModel
+    from transformers import ViltConfig, ViltModel
+
+    from data_prep.text import save_fitted
 
     torch.manual_seed(0)
     config = ViltConfig(num_hidden_layers=1)  # transformers' defaults are ViLT-B/32's
@@ -125,15 +126,7 @@ def save_b32_one_layer(folder: Path, train_texts: list[str]) -> None:
             config.max_position_embeddings, config.vocab_size) == (768, 12, 32, 384, 40, 30522)
     ViltModel(config).save_pretrained(folder)
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(train_texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
+    save_fitted(train_texts, folder, vocab_size=300)  # the hub tokenizer cannot be had: one fitted on the twin
     for name in MODEL_FILES:
         assert (folder / name).is_file(), name
 
