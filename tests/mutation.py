@@ -99,18 +99,18 @@ MUTANTS = [
            (("sched.load_state_dict(ck[\"sched\"])", "pass"),),
            (TB, TT), k="resume"),
     Mutant("d0_after_update", "D0 measured after one optimiser step", "wma_core.train",
-           (("        first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)\n",
-             "        first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)\n"
-             "        model.train(); _lg, _ = model(first); task_loss(task.kind, _lg, first['labels']).backward()\n"
-             "        opt.step(); opt.zero_grad(set_to_none=True)\n"),),
+           (("        first = to_device(next(iter(make_loader(run.train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), run.device)\n",
+             "        first = to_device(next(iter(make_loader(run.train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), run.device)\n"
+             "        run.model.train(); _lg, _ = run.model(first); task_loss(run.task.kind, _lg, first['labels']).backward()\n"
+             "        run.opt.step(); run.opt.zero_grad(set_to_none=True)\n"),),
            (TB, TT), k="d0 or toward"),
     Mutant("d0_from_dev_batch", "D0 measured on the first dev batch", "wma_core.train",
-           (("first = to_device(next(iter(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), device)",
-             "first = to_device(next(iter(make_loader(dev_ds, cfg.batch_size))), device)"),),
+           (("first = to_device(next(iter(make_loader(run.train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0))), run.device)",
+             "first = to_device(next(iter(make_loader(run.dev_ds, cfg.batch_size))), run.device)"),),
            (TB, TT), k="d0 or toward"),
     Mutant("best_not_restored", "the last epoch's weights are tested instead of the best checkpoint",
            "wma_core.train",
-           (("    if best_path.exists():\n        model.load_state_dict(", "    if False:\n        model.load_state_dict("),),
+           (("    if run.best_path.exists():\n        model.load_state_dict(", "    if False:\n        model.load_state_dict("),),
            (TB, TT), k="best"),
     Mutant("perturbation_seed_per_run", "test-time noise and missing set seeded per run", "wma_core.train",
            (("rate=cfg.missing_rate, seed=cfg.perturb_seed)", "rate=cfg.missing_rate, seed=cfg.perturb_seed + cfg.seed)"),),
