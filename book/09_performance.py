@@ -207,9 +207,11 @@ if all(r.get("benchmark") in known for r in results.values()):
 # The whole default book is a budget of CPU-seconds. Every training run records its own clock
 # (seconds in training steps, in the per-epoch dev evaluations and in the test cases), its
 # samples and steps, and a dense FLOP estimate (6 N T per training sample, 2 N T per evaluated
-# sample, N the parameters outside the embedding tables, T the sequence length). The chapters'
-# times come from the executed notebooks of this build, pretraining from its checkpoint
-# folders (`wma_study.budget` reads them all). These are the runs of this build (synthetic twins
+# sample, N the parameters outside the embedding tables, T the sequence length). The build
+# trains every run in its sweep step before any notebook starts, so a chapter's time below is
+# what it takes to read its records and draw; the sweep step's wall time and the time per kind
+# of run are on the {doc}`build_info` page. Chapter times come from the executed notebooks of
+# this build, pretraining from its checkpoint folders (`wma_study.budget` reads them all). These are the runs of this build (synthetic twins
 # and the tiny model at the default scale), measured while other runs shared the machine, so
 # read them as what the book cost, not as benchmarks. Seconds are per process: runs that
 # trained side by side add up to more than the wall time.
