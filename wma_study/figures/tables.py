@@ -29,20 +29,21 @@ def show_table(df: pd.DataFrame, *, caption: str | None = None, precision: int =
     return sty.set_table_styles([{"selector": "caption", "props": "caption-side: top; font-weight: bold; text-align: left;"}])
 
 
-def _ci_text(m, lo, hi, digits=3) -> str:
+def _interval_text(m, lo, hi, digits, interval) -> str:
+    """``m`` with ``interval(lo, hi)`` after it; ``–`` for a missing mean, the mean alone without an interval."""
     if m != m:
         return "–"
     if lo != lo or hi != hi:
         return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{m:.{digits}f} {interval(lo, hi)}"
+
+
+def _ci_text(m, lo, hi, digits=3) -> str:
+    return _interval_text(m, lo, hi, digits, lambda a, b: f"[{a:.{digits}f}, {b:.{digits}f}]")
 
 
 def _pm_text(m, lo, hi, digits=3) -> str:
-    if m != m:
-        return "–"
-    if lo != lo or hi != hi:
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+    return _interval_text(m, lo, hi, digits, lambda a, b: f"± {(b - a) / 2:.{digits}f}")
 
 
 def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", paper: bool = True) -> pd.DataFrame:
