@@ -66,3 +66,22 @@ def test_caption_corpus_splits_are_disjoint(tmp_path):
     prepare_captions(tmp_path / "raw", tmp_path / "prep", PrepareConfig(image_size=32, patch_size=16, progress=False))
     check = read_manifest(tmp_path / "prep")["split_overlap"]
     assert not check["found"] and not check["dropped"] and sum(check["records_compared"].values()) > 0
+
+
+def test_the_data_summary_shows_the_check(tmp_path):
+    from wma_study.figures import data_summary
+
+    synthesize("ur_funny", tmp_path / "raw", SynthConfig(n=60, seed=2, steps=4))
+    prepare("ur_funny", tmp_path / "raw", tmp_path / "prep", PrepareConfig(progress=False))
+    man = read_manifest(tmp_path / "prep")
+    def rows(m):
+        df = data_summary(m)
+        return dict(zip(df.iloc[:, 0], df["value"]))
+
+    text = rows(man)
+    n = sum(man["split_overlap"]["records_compared"].values())
+    assert text["records in two splits (same id or content)"] == f"none among {n} compared"
+    man["split_overlap"].update(found={"dev-test": {"id": 1, "content": 1}}, dropped={"dev": 2},
+                                policy="drop from the later split (--allow-overlap)")
+    assert rows(man)["records in two splits (same id or content)"] == (
+        "2 found, 2 dropped (drop from the later split (--allow-overlap))")

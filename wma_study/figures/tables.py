@@ -188,6 +188,13 @@ def data_summary(manifest: dict, profile=None) -> pd.DataFrame:
         "samples dropped by the converter": f"{n_dropped} ({counts(dropped)})" if n_dropped else "0",
         "headline metric": metric_label(manifest["task"]["headline_metric"]),
     }
+    overlap = manifest.get("split_overlap")
+    if isinstance(overlap, dict):  # the converter's split-integrity check (ids and content across splits)
+        found = sum(sum(c.values()) for c in (overlap.get("found") or {}).values())
+        compared = sum((overlap.get("records_compared") or {}).values())
+        rows["records in two splits (same id or content)"] = (
+            f"none among {compared} compared" if not found
+            else f"{found} found, {sum((overlap.get('dropped') or {}).values())} dropped ({overlap.get('policy')})")
     if manifest.get("dropped_genres"):  # MM-IMDb: labels outside the label set, dropped from kept movies
         rows["genre labels dropped (movies kept)"] = counts(manifest["dropped_genres"])
     if n_dropped or manifest.get("dropped_genres"):
