@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from wma_core.store import heartbeat_age
+
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 IDLE_TIMEOUT = 120  # s of an idle kernel while papermill still waits: the watchdog's signal of a silent hang
@@ -111,11 +113,8 @@ def run_watched(cmd: list, *, log: Path | None = None, heartbeat: Path | None = 
                     time.sleep(1.0)
                     if heartbeat is None:
                         continue
-                    try:
-                        last = os.lstat(heartbeat).st_mtime
-                    except FileNotFoundError:
-                        last = started
-                    if time.time() - last > hang_after:
+                    age = heartbeat_age(heartbeat)  # None before the first beat: judged from the start
+                    if (time.time() - started if age is None else age) > hang_after:
                         hung = True
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
