@@ -82,19 +82,27 @@ MUTANTS = [
     Mutant("image_missing_after_type", "image perturbation applied after the modality-type embedding",
            "wma_core.model",
            (("        image = P.apply(perturbation, \"image\", image, sample_ids, canon)\n"
-             "        text = type_embed(self.vilt.embeddings, text, 0)\n"
-             "        image = type_embed(self.vilt.embeddings, image, 1)\n",
-             "        text = type_embed(self.vilt.embeddings, text, 0)\n"
-             "        image = type_embed(self.vilt.embeddings, image, 1)\n"
+             "        text = type_embed(self.vilt.embeddings, text, self.type_rows[\"text\"])\n"
+             "        image = type_embed(self.vilt.embeddings, image, self.type_rows[\"image\"])\n",
+             "        text = type_embed(self.vilt.embeddings, text, self.type_rows[\"text\"])\n"
+             "        image = type_embed(self.vilt.embeddings, image, self.type_rows[\"image\"])\n"
              "        image = P.apply(perturbation, \"image\", image, sample_ids, canon)\n"),),
            ("tests/test_model.py", "tests/test_perturb.py")),
     Mutant("feature_missing_after_type", "feature-modality perturbation applied after the modality-type embedding",
            "wma_core.model",
            (("            e = P.apply(perturbation, m, e, sample_ids)\n"
-             "            e = type_embed(self.vilt.embeddings, e, i)\n",
-             "            e = type_embed(self.vilt.embeddings, e, i)\n"
+             "            e = type_embed(self.vilt.embeddings, e, self.type_rows[m])\n",
+             "            e = type_embed(self.vilt.embeddings, e, self.type_rows[m])\n"
              "            e = P.apply(perturbation, m, e, sample_ids)\n"),),
            (TB,), k="missing_feature"),
+    Mutant("type_rows_by_position", "feature modalities take type rows in manifest order, not by name",
+           "wma_core.model",
+           (("self.type_rows = modality_type_rows(self.modalities)",
+             "self.type_rows = {m: i for i, m in enumerate(self.modalities)}"),),
+           ("tests/test_model.py", TB), k="type_row"),
+    Mutant("feature_norm_dropped", "no LayerNorm after the feature projection", "wma_core.embeddings",
+           (("return self.norm(e) if self.norm is not None else e", "return e"),),
+           ("tests/test_model.py", TB), k="feature"),
     Mutant("scheduler_not_restored", "resume: the LR scheduler's state is not restored", "wma_core.train",
            (("sched.load_state_dict(ck[\"sched\"])", "pass"),),
            (TB, TT), k="resume"),

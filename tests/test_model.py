@@ -340,6 +340,48 @@ def test_feature_modality_type_table(feature_model):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("order", [("text", "video", "audio"), ("audio", "text", "video"), ("video", "audio", "text")])
+def test_feature_type_rows_go_by_name_not_position(order):
+    """The first layer's input, built by hand: LN(proj + CLS + positions) + the row named for the modality."""
+    dims = {m: FEATS[m] for m in order}
+    model = load_vilt("tiny", feature_dims=dims, feature_len=50, attn="eager", **SMALL).eval()
+    plain = load_vilt("tiny", **SMALL).vilt.embeddings.token_type_embeddings.weight  # pretrained rows 0, 1
+    expected_row = {"text": plain[0], "video": plain[1], "audio": plain[1]}  # audio: a new row copied from 1
+    feats, masks = make_features()
+    seen = {}
+    hook = model.vilt.encoder.layer[0].register_forward_pre_hook(lambda mod, args: seen.setdefault("h", args[0]))
+    model(features=feats, feature_masks=masks)
+    hook.remove()
+    B, T = feats["text"].shape[:2]
+    start = 0
+    for m in order:
+        emb = model.features[m]
+        x = torch.cat([emb.cls.expand(B, 1, -1), feats[m] @ emb.proj.weight.T + emb.proj.bias], dim=1) + emb.pos[:, : T + 1]
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        x = (x - mu) / torch.sqrt(var + model.config.layer_norm_eps) * emb.norm.weight + emb.norm.bias
+        torch.testing.assert_close(seen["h"][:, start : start + T + 1], x + expected_row[m], rtol=1e-5, atol=1e-5,
+                                   msg=f"{m} in order {order}")
+        start += T + 1
+    rows = model.vilt.embeddings.token_type_embeddings.weight
+    assert rows.shape[0] == 3 and torch.equal(rows[2], plain[1])
+
+
+@torch.no_grad()
+def test_feature_tokens_enter_at_the_text_tokens_scale():
+    """With the LayerNorm, a feature token has the norm of a text embedding token (about sqrt(h)), not
+    the projection's small one; without it (``feature_norm=False``) it stays far below."""
+    feats, _ = make_features()
+    h = SMALL["hidden_size"]
+    with_ln = load_vilt("tiny", feature_dims=FEATS, **SMALL).features["video"](feats["video"])
+    without = load_vilt("tiny", feature_dims=FEATS, feature_norm=False, **SMALL).features["video"](feats["video"])
+    ids = torch.randint(5, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    text = load_vilt("tiny", **SMALL).vilt.embeddings.text_embeddings(input_ids=ids)
+    n_with, n_without, n_text = (t[:, 1:].norm(dim=-1).mean().item() for t in (with_ln, without, text))
+    assert abs(n_with - h ** 0.5) < 0.05 * h ** 0.5 and abs(n_text - n_with) < 0.2 * n_text
+    assert n_without < 0.25 * n_text
+
+
+@torch.no_grad()
 def test_feature_spans_and_masks(feature_model):
     feats, masks = make_features()
     T, h = 12, SMALL["hidden_size"]

@@ -1,7 +1,7 @@
 """Embeddings of each modality, before the encoder (as transformers' ``ViltEmbeddings`` is apart
 from ``ViltModel``): text via transformers' own ``text_embeddings``; image patches in raster
 order with each sample's valid patches packed first; feature sequences (``Linear(d, h)`` + CLS
-row + positions); the modality-type rows. Functions take transformers' ``ViltEmbeddings``
+row + positions + LayerNorm); the modality-type rows, assigned by name. Functions take transformers' ``ViltEmbeddings``
 module as it is, so the weights of ``dandelin/vilt-b32-mlm`` load unchanged.
 """
 
@@ -22,13 +22,22 @@ def normalise_pixels(pixel_values: torch.Tensor, dtype: torch.dtype) -> torch.Te
 
 
 class FeatureEmbedding(nn.Module):
-    """``Linear(d, h)`` + CLS row + learned positions for one feature-sequence modality."""
+    """``Linear(d, h)`` + CLS row + learned positions (+ LayerNorm) for one feature-sequence modality.
 
-    def __init__(self, dim: int, hidden: int, max_len: int, init_std: float = 0.02):
+    ``x [B, T, d]`` -> ``e = LN([cls; x W^T + b] + pos[: 1 + T])``, ``[B, 1 + T, h]``: the same
+    order as ViLT's text path (word + position, then LayerNorm; the modality-type row is added
+    after, :func:`type_embed`). Without the LayerNorm (``norm=False``) the projected features enter
+    the pretrained encoder at a norm of about 1.5 against about 17 for text and image tokens, and
+    after four layers every feature token points the same way (mean pairwise cosine 0.73).
+    """
+
+    def __init__(self, dim: int, hidden: int, max_len: int, init_std: float = 0.02, norm: bool = True,
+                 eps: float = 1e-12):
         super().__init__()
         self.proj = nn.Linear(dim, hidden)
         self.cls = nn.Parameter(torch.zeros(1, 1, hidden))
         self.pos = nn.Parameter(torch.randn(1, max_len + 1, hidden) * init_std)
+        self.norm = nn.LayerNorm(hidden, eps=eps) if norm else None
         nn.init.normal_(self.proj.weight, std=init_std)
         nn.init.zeros_(self.proj.bias)
 
@@ -38,8 +47,30 @@ class FeatureEmbedding(nn.Module):
         if T + 1 > self.pos.shape[1]:
             raise ValueError(f"feature sequence of length {T} exceeds max_len {self.pos.shape[1] - 1}")
         e = self.proj(x.to(self.proj.weight.dtype))
-        e = torch.cat([self.cls.expand(B, -1, -1), e], dim=1)
-        return e + self.pos[:, : T + 1]
+        e = torch.cat([self.cls.expand(B, -1, -1), e], dim=1) + self.pos[:, : T + 1]
+        return self.norm(e) if self.norm is not None else e
+
+
+#: The modality-type rows a pretrained ViLT already has: 0 for text, 1 for image. A video stream is
+#: a sequence of frames, so it takes the image row; any other modality gets a new row.
+PRETRAINED_TYPE_ROWS = {"text": 0, "image": 1, "video": 1}
+
+
+def modality_type_rows(modalities) -> dict[str, int]:
+    """``{modality: row}`` by name, never by position: text -> 0, image or video -> 1, every other
+    modality (audio, ...) a new row from 2 on, in the given order (:func:`grow_modality_types`
+    initialises those from row 1, ViLT's NLVR2 recipe).
+
+    >>> modality_type_rows(("audio", "text", "video"))
+    {'audio': 2, 'text': 0, 'video': 1}
+    """
+    rows, new = {}, 2
+    for m in modalities:
+        if m in PRETRAINED_TYPE_ROWS:
+            rows[m] = PRETRAINED_TYPE_ROWS[m]
+        else:
+            rows[m], new = new, new + 1
+    return rows
 
 
 def grow_modality_types(embeddings, config, n: int) -> None:

@@ -8,9 +8,13 @@ and pooler), so the weights of ``dandelin/vilt-b32-mlm`` load unchanged. What it
 - the split of the output sequence back into modalities (``tokens[m]``: ``[B, L_m, h]``
   without the CLS row, ``token_masks[m]``: ``[B, L_m]`` valid tokens, text ``[SEP]`` dropped
   as ViLT's word-patch alignment does, unless ``drop_sep=False``);
-- feature-sequence modalities (UR-FUNNY, MOSEI): each gets ``Linear(d_m, h)``, a CLS row and
-  position embeddings; the modality-type table grows to one row per modality, new rows
-  initialised from row 1 (ViLT's NLVR2 recipe);
+- feature-sequence modalities (UR-FUNNY, MOSEI): each gets ``Linear(d_m, h)``, a CLS row,
+  position embeddings and a LayerNorm (``feature_norm``); modality-type rows go by name
+  (:func:`~wma_core.embeddings.modality_type_rows`: text 0, video 1 as the image row, audio a new
+  row initialised from row 1, ViLT's NLVR2 recipe). These embeddings are new weights: the OT
+  distance between feature modalities at initialisation (D0) is the geometry the pretrained
+  encoder gives freshly projected features, not an alignment learned in pretraining (as with
+  ViLT-B's feature tasks in the paper);
 - image patches in raster order by default (``patch_order="raster"``), one interpolation of
   the position embeddings per distinct image size rather than per sample, uint8 pixels
   normalised on the device (mean = std = 0.5, ViLT's processor); ``patch_order="hf"`` calls
@@ -30,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import perturb as P
-from .embeddings import FeatureEmbedding, grow_modality_types, normalise_pixels, type_embed, visual_embed_hf, visual_embed_raster
+from .embeddings import (FeatureEmbedding, grow_modality_types, modality_type_rows, normalise_pixels, type_embed,
+                         visual_embed_hf, visual_embed_raster)
 
 #: The embedded default: a tiny randomly initialised ViLT that trains on 2 CPU cores.
 TINY_CONFIG = dict(
@@ -78,6 +83,7 @@ class WMAVilt(nn.Module):
         patch_order: ``"raster"`` (default) or ``"hf"`` (transformers' random order).
         drop_sep: drop the text ``[SEP]`` token from ``tokens["text"]`` (ViLT's WPA does).
         attn: ``"eager"`` (transformers' layers as they are) or ``"sdpa"``.
+        feature_norm: a LayerNorm after each feature projection (:class:`FeatureEmbedding`).
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class WMAVilt(nn.Module):
         patch_order: str = "raster",
         drop_sep: bool = True,
         attn: str = "eager",
+        feature_norm: bool = True,
     ):
         super().__init__()
         if patch_order not in ("raster", "hf"):
@@ -105,13 +112,15 @@ class WMAVilt(nn.Module):
         h = self.config.hidden_size
         if self.feature_dims:
             self.features = nn.ModuleDict(
-                {m: FeatureEmbedding(d, h, feature_len, self.config.initializer_range) for m, d in self.feature_dims.items()}
+                {m: FeatureEmbedding(d, h, feature_len, self.config.initializer_range, norm=feature_norm,
+                                     eps=self.config.layer_norm_eps) for m, d in self.feature_dims.items()}
             )
-            grow_modality_types(self.vilt.embeddings, self.config, len(self.feature_dims))
             self.modalities = tuple(self.feature_dims)
         else:
             self.features = None
             self.modalities = ("text", "image")
+        self.type_rows = modality_type_rows(self.modalities)  # by name: text 0, image/video 1, others 2..
+        grow_modality_types(self.vilt.embeddings, self.config, max(self.type_rows.values()) + 1)
 
     # -- embeddings (wma_core.embeddings) --------------------------------------------------
     def embed_image_text(self, input_ids, attention_mask, pixel_values, pixel_mask, perturbation=None, sample_ids=None):
@@ -129,8 +138,8 @@ class WMAVilt(nn.Module):
         else:
             image, image_mask, canon = visual_embed_hf(self.vilt.embeddings, self.config, pixel_values, pixel_mask)
         image = P.apply(perturbation, "image", image, sample_ids, canon)
-        text = type_embed(self.vilt.embeddings, text, 0)
-        image = type_embed(self.vilt.embeddings, image, 1)
+        text = type_embed(self.vilt.embeddings, text, self.type_rows["text"])
+        image = type_embed(self.vilt.embeddings, image, self.type_rows["image"])
         emb = torch.cat([text, image.to(text.dtype)], dim=1)
         mask = torch.cat([attention_mask.long(), image_mask], dim=1)
         Lt = text.shape[1]
@@ -139,12 +148,12 @@ class WMAVilt(nn.Module):
     def embed_features(self, features, feature_masks, perturbation=None, sample_ids=None):
         """Embeddings of the feature modalities, concatenated in ``feature_dims`` order."""
         embs, masks, spans, start = [], [], {}, 0
-        for i, m in enumerate(self.feature_dims):
+        for m in self.feature_dims:
             if m not in features:
                 raise KeyError(f"batch has no features for modality {m!r} (has {sorted(features)})")
             e = self.features[m](features[m])  # [B, 1 + T, h]
             e = P.apply(perturbation, m, e, sample_ids)
-            e = type_embed(self.vilt.embeddings, e, i)
+            e = type_embed(self.vilt.embeddings, e, self.type_rows[m])
             fm = feature_masks[m] if feature_masks is not None and m in feature_masks else torch.ones(e.shape[:2][0], e.shape[1] - 1)
             mk = torch.cat([torch.ones(e.shape[0], 1, dtype=torch.long, device=e.device), fm.to(e.device).long()], dim=1)
             embs.append(e)
@@ -322,6 +331,7 @@ def load_vilt(
     drop_sep: bool = True,
     attn: str = "eager",
     init_seed: int | None = 0,
+    feature_norm: bool = True,
     **overrides,
 ) -> WMAVilt:
     """Load a ViLT backbone.
@@ -332,7 +342,7 @@ def load_vilt(
             ``ViltModel.save_pretrained`` (or any ViLT checkpoint's ``save_pretrained``). A folder
             is read without network access; a hub name comes from the hub cache, else the hub
             (:func:`data_prep.checkpoints.load`: offline, it fails at once with what to do).
-        feature_dims, feature_len, patch_order, drop_sep, attn: see :class:`WMAVilt`.
+        feature_dims, feature_len, patch_order, drop_sep, attn, feature_norm: see :class:`WMAVilt`.
         init_seed: seed for every randomly initialised weight (tiny model, feature
             embeddings); ``None`` uses the global RNG as it is.
         **overrides: ``ViltConfig`` fields (e.g. ``vocab_size``, ``hidden_size``).
@@ -350,4 +360,4 @@ def load_vilt(
             # a folder loads with local_files_only; a hub name not cached fails at once when offline
             # (CheckpointError, an OSError saying what to do)
             vilt = load(_backbone_from_pretrained, name_or_path, what="ViLT weights", **overrides)
-        return WMAVilt(vilt, feature_dims, feature_len, patch_order, drop_sep, attn)
+        return WMAVilt(vilt, feature_dims, feature_len, patch_order, drop_sep, attn, feature_norm)

@@ -77,6 +77,8 @@ class TrainConfig:
             the label prior. AdamW moves a bias by about ``lr`` per step, so from zero a rare
             label (5 %, log-odds -2.9) costs thousands of steps of learning the prior before the
             features matter; with 23 such labels this is most of a short schedule.
+        feature_norm: a LayerNorm after each feature projection (feature-sequence tasks,
+            :class:`wma_core.embeddings.FeatureEmbedding`); ``False`` is the earlier wiring.
     """
 
     dataset: str = "hateful_memes"
@@ -104,6 +106,7 @@ class TrainConfig:
     ot_iters: int = 50
     max_train_samples: int | None = None
     head_bias: str = "zero"
+    feature_norm: bool = True
     # not part of the key
     device: str = "auto"
     num_workers: int = 0
@@ -127,7 +130,7 @@ class TrainConfig:
 
 def build_model(task, cfg: TrainConfig, feature_len: int = 50) -> WMAClassifier:
     """Backbone + head for a dataset's :func:`data_prep.dataset.task_info`."""
-    kw = dict(patch_order=cfg.patch_order, attn=cfg.attn, init_seed=cfg.seed)
+    kw = dict(patch_order=cfg.patch_order, attn=cfg.attn, init_seed=cfg.seed, feature_norm=cfg.feature_norm)
     if cfg.model == "tiny":
         # the tiny model's vocabulary and image grid follow the prepared data
         if task.vocab_size:
