@@ -28,7 +28,8 @@
 # - **inconclusive**: neither, with the reason, usually that our minimum detectable effect (MDE,
 #   80% power) exceeds the paper's gain;
 # - **collapsed run**: a run predicts one output for every test sample, a failed fit that measures
-#   nothing about the method.
+#   nothing about the method; **never left the prior**: the one output each such run predicts is
+#   the label prior of the training split (it learned nothing from the inputs).
 #
 # This page trains nothing: it reads the runs the chapters stored (same prepared data, same code).
 # A verdict is a statement about *our* experiment at its scale. With the default parameters that
@@ -155,7 +156,7 @@ every = pd.concat([t1, t2, avg], ignore_index=True)
 every = every[every["verdict"].notna()]
 publish(figures.claims_figure(every, title="Every claim: our gain (95% CI) and the paper's"), "fig_claims")
 first_word = every["verdict"].map(report.verdict_category).str.split(" ").str[0]  # detected (either sign), ruled, ...
-for w in ("detected", "ruled", "inconclusive", "collapsed"):
+for w in ("detected", "ruled", "inconclusive", "collapsed", "never"):
     glue("n_" + w, str(int((first_word == w).sum())), display=False)
 glue("n_claims", str(len(every) + 1), display=False)
 
@@ -169,8 +170,8 @@ glue("n_claims", str(len(every) + 1), display=False)
 #
 # Of the {glue:text}`n_claims` claims (counting Fig. 2), verdicts on the primary endpoints and
 # averages: {glue:text}`n_detected` detected (in either direction), {glue:text}`n_ruled` ruled out
-# at the paper's size, {glue:text}`n_inconclusive` inconclusive and {glue:text}`n_collapsed`
-# collapsed.
+# at the paper's size, {glue:text}`n_inconclusive` inconclusive, {glue:text}`n_collapsed`
+# collapsed and {glue:text}`n_never` with runs that never left the prior.
 #
 # ## What was easy and what was hard to reproduce
 #
@@ -200,3 +201,21 @@ glue("n_claims", str(len(every) + 1), display=False)
 #   23 and make the genre set a parameter ({doc}`03_mmimdb`).
 # - **Selection on the test set.** The reported (α, β) is the best cell of the test-set grid, and
 #   one seed per cell: the selection null shows how much of such a gain selection alone explains.
+#
+# ## The pre-registration
+#
+# Every choice that could tilt a verdict (the world and its sizes, the pretraining and
+# fine-tuning recipes, how α is scaled to the miniature, the noise amplitudes) is written in one
+# committed file, `book/data/preregistration.json`, chosen on baseline runs and the pretraining
+# corpus only, before any WMA run was read. Each run record carries the digest of the file it was
+# made under; the second table counts this page's runs by that digest.
+
+# %% tags=["hide-input"]
+from wma_study import preregistration as prereg
+from wma_core.store import ResultsStore
+
+store = ResultsStore(results_dir())
+page_records = [store.get(k) for frame in runs.values() for k in frame["key"].unique()]
+display(figures.show_table(prereg.table(), caption=f"Pre-registered choices (book/data/preregistration.json, digest {prereg.digest()})"))
+display(figures.show_table(prereg.check_records([r for r in page_records if r is not None]),
+                           caption="This page's runs by the pre-registration they were made under"))

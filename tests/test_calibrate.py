@@ -28,11 +28,11 @@ def test_paper_drops_from_table_1():
 def test_choose_closest_mean_drop():
     amps = (0.5, 1.0, 2.0)
     seeds = [{0.5: 0.00, 1.0: 0.04, 2.0: 0.20}, {0.5: 0.02, 1.0: 0.08, 2.0: 0.10}]  # means 0.01, 0.06, 0.15
-    assert C.choose(seeds, 0.05, amps) == (1.0, pytest.approx(0.06), True)
-    assert C.choose(seeds, 0.2, amps) == (2.0, pytest.approx(0.15), True)
-    assert C.choose(seeds, 0.0, amps, min_drop=0.0)[0] == 0.5
+    assert C.choose(seeds, 0.05, amps, fit="raw") == (1.0, pytest.approx(0.06), True)
+    assert C.choose(seeds, 0.2, amps, fit="raw") == (2.0, pytest.approx(0.15), True)
+    assert C.choose(seeds, 0.0, amps, min_drop=0.0, fit="raw")[0] == 0.5
     # equally close: the smaller amplitude
-    assert C.choose([{0.5: 0.0, 1.0: 0.2}], 0.1, (0.5, 1.0), min_drop=0.0)[0] == 0.5
+    assert C.choose([{0.5: 0.0, 1.0: 0.2}], 0.1, (0.5, 1.0), min_drop=0.0, fit="raw")[0] == 0.5
 
 
 def test_choose_never_picks_noise_that_helps():
@@ -41,10 +41,10 @@ def test_choose_never_picks_noise_that_helps():
     amps = (0.1, 2.0, 20.0, 50.0)
     seeds = [{0.1: 0.003, 2.0: -0.022, 20.0: 0.002, 50.0: 0.030}]
     # closest to 0.065 overall would be 50 (0.030) anyway; with target 0.004, 0.1 is closest but helps too little
-    assert C.choose(seeds, 0.004, amps, min_drop=0.01) == (50.0, pytest.approx(0.030), True)
-    assert C.choose(seeds, 0.065, amps, min_drop=0.01)[0] == 50.0
+    assert C.choose(seeds, 0.004, amps, min_drop=0.01, fit="raw") == (50.0, pytest.approx(0.030), True)
+    assert C.choose(seeds, 0.065, amps, min_drop=0.01, fit="raw")[0] == 50.0
     # nothing hurts by min_drop: the largest drop, flagged
-    a, drop, hurts = C.choose([{0.1: 0.003, 2.0: -0.022, 20.0: 0.005}], 0.065, (0.1, 2.0, 20.0), min_drop=0.01)
+    a, drop, hurts = C.choose([{0.1: 0.003, 2.0: -0.022, 20.0: 0.005}], 0.065, (0.1, 2.0, 20.0), min_drop=0.01, fit="raw")
     assert (a, hurts) == (20.0, False) and drop == pytest.approx(0.005)
 
 

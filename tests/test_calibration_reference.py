@@ -39,7 +39,7 @@ AMPS = (0.1, 0.5, 1.0, 2.0, 4.0)
     (-0.005, 0.5),  # 4.0 helps (negative drop): never chosen while something hurts
 ])
 def test_choose_hand_computed(target, want):
-    a, drop, hurts = CB.choose(DROPS, target, AMPS, min_drop=0.01)
+    a, drop, hurts = CB.choose(DROPS, target, AMPS, min_drop=0.01, fit="raw")
     means = {0.1: 0.003, 0.5: 0.011, 1.0: 0.04, 2.0: 0.04, 4.0: -0.005}
     assert a == want and hurts is True
     assert drop == pytest.approx(means[want], abs=1e-12)
@@ -47,16 +47,48 @@ def test_choose_hand_computed(target, want):
 
 def test_choose_min_drop_boundary_and_nothing_hurts():
     # a mean drop exactly at min_drop hurts (>=)
-    a, drop, hurts = CB.choose([{1.0: 0.01, 2.0: 0.0}, {1.0: 0.01, 2.0: 0.0}], 0.5, (1.0, 2.0), min_drop=0.01)
+    a, drop, hurts = CB.choose([{1.0: 0.01, 2.0: 0.0}, {1.0: 0.01, 2.0: 0.0}], 0.5, (1.0, 2.0), min_drop=0.01, fit="raw")
     assert (a, hurts) == (1.0, True) and drop == pytest.approx(0.01)
     # just below min_drop on every amplitude: the largest mean drop, hurts False
-    a, drop, hurts = CB.choose([{1.0: 0.009, 2.0: 0.004}, {1.0: 0.0095, 2.0: 0.015}], 0.5, (1.0, 2.0), min_drop=0.01)
+    a, drop, hurts = CB.choose([{1.0: 0.009, 2.0: 0.004}, {1.0: 0.0095, 2.0: 0.015}], 0.5, (1.0, 2.0), min_drop=0.01, fit="raw")
     assert (a, hurts) == (2.0, False) and drop == pytest.approx(0.0095)
-    a, _, hurts = CB.choose([{1.0: 0.009, 2.0: 0.004}], 0.5, (1.0, 2.0), min_drop=0.01)
+    a, _, hurts = CB.choose([{1.0: 0.009, 2.0: 0.004}], 0.5, (1.0, 2.0), min_drop=0.01, fit="raw")
     assert (a, hurts) == (1.0, False)
     # the default min_drop is MIN_DROP = 0.01
     assert CAL.MIN_DROP == 0.01
-    assert CB.choose([{1.0: 0.0099, 2.0: 0.02}], 0.0099, (1.0, 2.0))[0] == 2.0
+    assert CB.choose([{1.0: 0.0099, 2.0: 0.02}], 0.0099, (1.0, 2.0), fit="raw")[0] == 2.0
+
+
+# --------------------------------------------------------------------------- the monotone fit
+def test_monotone_fit_pools_adjacent_violators_by_hand():
+    # means 0.003, 0.011, 0.04, 0.04, -0.005: the last one violates; pooled with the two before it
+    # (0.04 + 0.04 - 0.005) / 3 = 0.025, since pooling only with 2.0 gives 0.0175 < 0.04 (still a violation)
+    fitted = CB.monotone_drops({0.1: 0.003, 0.5: 0.011, 1.0: 0.04, 2.0: 0.04, 4.0: -0.005})
+    assert fitted == pytest.approx({0.1: 0.003, 0.5: 0.011, 1.0: 0.025, 2.0: 0.025, 4.0: 0.025}, abs=1e-12)
+    # already monotone: unchanged
+    assert CB.monotone_drops({1.0: 0.0, 2.0: 0.1, 3.0: 0.2}) == pytest.approx({1.0: 0.0, 2.0: 0.1, 3.0: 0.2})
+
+
+def test_choose_on_the_fit_ignores_a_lucky_amplitude():
+    """A small amplitude's dev mean lands on the target by luck (0.06 amid 0.01-0.02): the raw rule
+    takes it; the fit pools it with its neighbours, and the amplitude where the curve really
+    reaches the target is chosen."""
+    amps = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    drops = [{0.5: 0.01, 1.0: 0.06, 2.0: 0.01, 4.0: 0.02, 8.0: 0.05, 16.0: 0.07}]
+    assert CB.choose(drops, 0.06, amps, fit="raw") == (1.0, pytest.approx(0.06), True)
+    # pool {1, 2, 4}: (0.06 + 0.01 + 0.02) / 3 = 0.03; then 8 -> 0.05 and 16 -> 0.07 are each 0.01
+    # from the target: the tie goes to the smaller amplitude
+    a, drop, hurts = CB.choose(drops, 0.06, amps)  # fit="isotonic" by default
+    assert (a, hurts) == (8.0, True) and drop == pytest.approx(0.05)
+    assert CB.choose(drops, 0.03, amps) == (1.0, pytest.approx(0.03), True)  # the first amplitude of the pool
+    with pytest.raises(ValueError, match="fit must be"):
+        CB.choose(drops, 0.06, amps, fit="closest")
+
+
+def test_calibration_uses_three_seeds_by_default():
+    assert len(CB.SEEDS) >= 3
+    import inspect
+    assert inspect.signature(CB.calibrate).parameters["seeds"].default == CB.SEEDS
 
 
 # --------------------------------------------------------------------------- direction of the drop

@@ -62,6 +62,28 @@ def test_multilabel_f1_averages_by_hand():
     assert m["f1_samples"] == pytest.approx(samples)
 
 
+def _average_precision_by_hand(y, score):
+    """Mean over the positives of the precision among the samples scored at least as high (no ties)."""
+    order = np.argsort(-score)
+    hits = y[order]
+    return np.mean([hits[: k + 1].mean() for k in range(len(hits)) if hits[k] == 1])
+
+
+def test_multilabel_macro_auroc_and_map_skip_labels_without_both_classes():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, size=(60, 4))
+    y[:, 3] = 0  # a label absent from the split: no AUROC, no AP
+    logits = rng.normal(size=(60, 4)) + 1.5 * y
+    m = compute_metrics("multilabel", y, logits)
+    assert m["auroc_macro"] == pytest.approx(np.mean([_auroc_by_pairs(y[:, c], logits[:, c]) for c in range(3)]))
+    assert m["map_macro"] == pytest.approx(np.mean([_average_precision_by_hand(y[:, c], logits[:, c]) for c in range(3)]))
+    # threshold-free: a constant shift of the logits changes F1 at 0.5 but not these
+    shifted = compute_metrics("multilabel", y, logits - 3.0)
+    assert shifted["auroc_macro"] == pytest.approx(m["auroc_macro"]) and shifted["map_macro"] == pytest.approx(m["map_macro"])
+    assert shifted["f1_macro"] < m["f1_macro"]
+    assert np.isnan(compute_metrics("multilabel", np.zeros((5, 2)), np.zeros((5, 2)))["auroc_macro"])
+
+
 def test_regression_mae_corr_acc2():
     y = np.array([-2.0, -0.5, 0.0, 1.0, 3.0])
     p = np.array([-1.0, 0.5, -0.2, 1.5, 2.0])
@@ -104,3 +126,34 @@ def test_store_roundtrip_and_frame(tmp_path):
     (store.records_dir / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json"):
         store.get("bad")
+
+
+# --------------------------------------------------------------------------- prior_gap
+
+
+def test_prediction_summary_prior_gap_by_hand():
+    from wma_core.metrics import prediction_summary
+
+    # multi-label [N=2, C=2] against a per-column prior: |1-0.5|, |-2+1|, |3-0.5|, |0+1| -> mean 5/4
+    got = prediction_summary("multilabel", np.array([[1.0, -2.0], [3.0, 0.0]]), prior=[0.5, -1.0])
+    assert got["prior_gap"] == pytest.approx(1.25)
+    # binary [N] logits against one prior logit: (0.5 + 0.5 + 1.5) / 3
+    assert prediction_summary("binary", np.array([0.0, 1.0, -1.0]), prior=0.5)["prior_gap"] == pytest.approx(2.5 / 3)
+    assert prediction_summary("binary", np.array([[0.0], [1.0], [-1.0]]), prior=[0.5])["prior_gap"] == pytest.approx(2.5 / 3)
+    # regression [N, 1] against the label mean: (0.2 + 0.2 + 0.4) / 3
+    assert prediction_summary("regression", np.array([[0.3], [0.3], [0.9]]), prior=0.5)["prior_gap"] == pytest.approx(0.8 / 3)
+    # outputs equal to the prior: no gap; without a prior the old summary, key for key
+    assert prediction_summary("multilabel", np.tile([-2.2, 0.4], (7, 1)), prior=[-2.2, 0.4])["prior_gap"] == 0.0
+    assert set(prediction_summary("binary", np.array([0.1, 0.2]))) == {"output_std", "distinct"}
+    assert np.isnan(prediction_summary("binary", np.array([]), prior=0.0)["prior_gap"])
+    with pytest.raises(ValueError):
+        prediction_summary("multilabel", np.zeros((4, 3)), prior=[0.0, 1.0])  # 2 prior columns for 3 outputs
+
+
+def test_prior_output_is_the_label_log_odds_or_mean():
+    from wma_core.train import prior_output
+
+    np.testing.assert_allclose(prior_output("binary", np.array([1, 0, 0, 0])), [np.log(0.25 / 0.75)], rtol=1e-6)
+    y = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [0, 1, 1]])  # rates 0.5, 0.25, 1 (clipped to 1 - 1e-3)
+    np.testing.assert_allclose(prior_output("multilabel", y), [0.0, np.log(1 / 3), np.log(0.999 / 0.001)], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prior_output("regression", np.array([0.5, -2.0, 3.0])), [0.5])

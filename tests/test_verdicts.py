@@ -263,3 +263,144 @@ def test_fewer_than_two_seeds_prints_no_interval(tmp_path):
     assert shown["ours gain [95% CI]"] == "+0.010 (fewer than 2 paired seeds: no interval)"
     assert "[" not in shown["ours gain [95% CI]"]
     assert c.loc[0, "verdict"] == "inconclusive (fewer than 2 paired seeds: no interval)"
+
+
+# --------------------------------------------------------------------------- never left the prior
+
+# MM-IMDb-like prior: label rates of the training split -> their log-odds (computed here, not by the code)
+RATES = np.array([0.10, 0.20, 0.05])
+PRIOR = np.log(RATES / (1 - RATES))
+
+
+def _summary(kind):
+    """A prediction summary of 40 test outputs that sit at the prior, at a far constant, or vary."""
+    from wma_core.metrics import prediction_summary
+
+    if kind == "prior":
+        out = np.tile(PRIOR, (40, 1))
+    elif kind == "far":  # one constant, 4 logits below the prior on every label
+        out = np.tile(PRIOR - 4.0, (40, 1))
+    else:
+        out = PRIOR + 3.0 * np.random.default_rng(0).standard_normal((40, 3))
+    return prediction_summary("multilabel", out, PRIOR)
+
+
+def _one(kind, f1=None):
+    f1 = {"prior": 0.0, "far": 0.0, "varied": 0.3}[kind] if f1 is None else f1
+    return {"headline_metric": "f1_macro", "metrics": {"normal": {"f1_macro": f1}}, "predictions": {"normal": _summary(kind)}}
+
+
+def test_failure_kind_tells_the_prior_from_a_collapse():
+    at_prior, far, varied = _one("prior"), _one("far"), _one("varied")
+    assert report.failure_kind(at_prior) == "never left the prior" and report.stayed_at_prior(at_prior)
+    assert report.failure_kind(far) == "collapsed" and not report.stayed_at_prior(far)
+    assert report.failure_kind(varied) is None and not report.stayed_at_prior(varied)
+    # is_collapsed keeps meaning "predicts a constant": true for both failures
+    assert report.is_collapsed(at_prior) and report.is_collapsed(far) and not report.is_collapsed(varied)
+    # a record written before prior_gap existed reads as before: collapsed
+    old = {"headline_metric": "f1_macro", "metrics": {"normal": {"f1_macro": 0.0}},
+           "predictions": {"normal": {"output_std": 0.0, "distinct": 1}}}
+    assert report.failure_kind(old) == "collapsed"
+    # the tolerance: 1 logit by default, a gap just inside / outside it, and a test case the record lacks
+    near = {**old, "predictions": {"normal": {"output_std": 0.0, "distinct": 1, "prior_gap": 0.99}}}
+    off = {**old, "predictions": {"normal": {"output_std": 0.0, "distinct": 1, "prior_gap": 1.01}}}
+    assert report.PRIOR_TOL == 1.0
+    assert report.stayed_at_prior(near) and not report.stayed_at_prior(off)
+    assert report.stayed_at_prior(off, tol=1.1) and not report.stayed_at_prior(near, tol=0.5)
+    assert report.failure_kind(at_prior, "text_noise") is None
+
+
+def test_verdict_never_left_the_prior_only_when_every_failure_stayed_there():
+    V = report.verdict
+    assert V(-0.3, -0.4, -0.2, 3, 0.007, 0.1, 3, 3) == "never left the prior"
+    assert V(-0.3, -0.4, -0.2, 3, 0.007, 0.1, 3, 2) == "collapsed run"  # one of the three moved elsewhere
+    assert V(-0.3, -0.4, -0.2, 3, 0.007, 0.1, 3) == "collapsed run"     # no prior information: as before
+    assert V(-0.3, -0.4, -0.2, 3, 0.007, 0.1, 0, 0) == "detected (opposite sign)"
+    assert report.verdict_category("never left the prior") == "never left the prior"
+    assert "never left the prior" in report.VERDICTS and "collapsed run" in report.VERDICTS
+
+
+def _prior_store(tmp_path, wma_kinds):
+    """MM-IMDb: 3 live baseline seeds, and WMA seeds whose (normal, text_noise, image_noise) are the given kinds."""
+    store = ResultsStore(tmp_path)
+    base = [0.30, 0.32, 0.31]
+    for s, kinds in enumerate(wma_kinds):
+        cases = ("normal", "text_noise", "image_noise")
+        store.put(_rec("mmimdb", "baseline", 0.0, 1.0, s, {c: {"f1_macro": base[s]} for c in cases}, {"f1_macro": 0.3},
+                       predictions={c: _summary("varied") for c in cases}))
+        store.put(_rec("mmimdb", "wma", 6.0, 0.2, s, {c: {"f1_macro": 0.0} for c in cases}, {"f1_macro": 0.0},
+                       predictions={c: _summary(k) for c, k in zip(cases, kinds)}))
+    return report.runs_frame(store)
+
+
+def test_comparison_says_never_left_the_prior(tmp_path):
+    runs = _prior_store(tmp_path, [("prior", "prior", "prior")] * 3)
+    assert runs.loc[(runs["method"] == "wma") & (runs["split"] == "test"), "at_prior"].all()
+    assert not runs.loc[runs["method"] == "baseline", "at_prior"].any()
+    c = report.comparison(runs, "mmimdb").set_index("test_case")
+    r = c.loc["normal"]
+    assert (r["collapsed_a"], r["collapsed_b"], r["prior_a"], r["prior_b"]) == (0, 3, 0, 3)
+    assert r["verdict"] == "never left the prior"
+    assert figures.comparison_frame(c.reset_index()).iloc[0]["verdict"] == "never left the prior"
+    assert figures.headline_glue(c.reset_index())["gain_normal"] == "never left the prior"
+    row = SimpleNamespace(**{**r.to_dict(), "verdict": None})
+    assert figures.verdict(row) == "never left the prior"  # recomputed from the counts
+    ep = report.endpoints(runs, "mmimdb").set_index("endpoint")
+    assert ep.loc["normal", "verdict"] == ep.loc["noise", "verdict"] == "never left the prior"
+
+
+def test_comparison_says_collapsed_when_one_failure_left_the_prior(tmp_path):
+    # seed 2 collapsed far from the prior on the normal case; seed 0 on image noise only
+    runs = _prior_store(tmp_path, [("prior", "prior", "far"), ("prior", "prior", "prior"), ("far", "prior", "prior")])
+    c = report.comparison(runs, "mmimdb").set_index("test_case")
+    assert (c.loc["normal", "collapsed_b"], c.loc["normal", "prior_b"]) == (3, 2)
+    assert c.loc["normal", "verdict"] == "collapsed run"
+    assert c.loc["text_noise", "verdict"] == "never left the prior"
+    assert (c.loc["image_noise", "prior_b"], c.loc["image_noise", "verdict"]) == (2, "collapsed run")
+    assert figures.headline_glue(c.reset_index())["gain_normal"] == "collapsed run"
+    ep = report.endpoints(runs, "mmimdb").set_index("endpoint")
+    # the noise endpoint of seed 0 has one case at the prior and one far from it: that seed collapsed
+    assert (ep.loc["noise", "collapsed_b"], ep.loc["noise", "prior_b"]) == (3, 2)
+    assert ep.loc["noise", "verdict"] == "collapsed run" and ep.loc["normal", "verdict"] == "collapsed run"
+
+
+def test_claims_show_never_left_the_prior_without_an_interval():
+    import pandas as pd
+
+    claims = pd.DataFrame({"claim": ["a", "b"], "paper": [0.01, 0.01], "gain": [-0.3, 0.02], "lo": [-0.4, 0.01],
+                           "hi": [-0.2, 0.03], "mde": [0.1, 0.01], "verdict": ["never left the prior", "detected"],
+                           "evidence": ["x", "y"]})
+    shown = figures.claims_table(claims, "c").data
+    assert shown["ours [95% CI]"].tolist()[0] == "never left the prior"
+    assert "0.020" in shown["ours [95% CI]"].tolist()[1]
+    assert figures.VERDICT_COLORS["never left the prior"] == figures.VERDICT_COLORS["collapsed run"]
+    import matplotlib.pyplot as plt
+
+    plt.close(figures.claims_figure(claims))  # a marker for every verdict of the vocabulary
+
+
+def test_an_untrained_head_sits_near_the_prior_within_the_tolerance(hm_twin):
+    """Why PRIOR_TOL is 1 logit: at initialisation (head_bias="prior") the random last layer adds an
+    offset of about 0.2 logits (tiny model) to the prior; an untrained run must read as at the prior."""
+    import torch
+
+    from data_prep.dataset import PreparedDataset, make_loader, task_info
+    from wma_core import train as T
+    from wma_core.metrics import prediction_summary
+
+    d = hm_twin(120, 3)
+    train = PreparedDataset(d, "train")
+    task = task_info(train.manifest)
+    y = np.asarray(train.labels, dtype=float)
+    prior = np.log(y.mean() / (1 - y.mean()))  # the label log-odds, by hand
+    gaps = []
+    for seed in range(3):
+        cfg = T.TrainConfig(dataset="hateful_memes", data_dir=str(d), progress=False, device="cpu", seed=seed,
+                            head_bias="prior")
+        model = T.build_model(task, cfg).eval()
+        T.init_head_bias(model, "prior", task.kind, train.labels)
+        with torch.no_grad():
+            out = np.concatenate([model(b)[0].reshape(-1).numpy() for b in make_loader(PreparedDataset(d, "test"), 64)])
+        gaps.append(prediction_summary(task.kind, out, [prior])["prior_gap"])
+        assert gaps[-1] == pytest.approx(np.abs(out - prior).mean(), rel=1e-6)
+    assert all(0 < g < report.PRIOR_TOL for g in gaps), gaps  # off the prior, but within the tolerance

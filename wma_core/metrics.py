@@ -1,7 +1,9 @@
 """Task metrics: thin wrappers over scikit-learn.
 
 - binary (Hateful Memes, UR-FUNNY): AUROC (headline), accuracy at 0.5.
-- multi-label (MM-IMDb): F1 macro (headline), micro, samples, weighted at threshold 0.5.
+- multi-label (MM-IMDb): F1 macro (headline), micro, samples, weighted at threshold 0.5; and,
+  threshold-free, macro-AUROC and mAP (macro average precision) over the labels that have both
+  a positive and a negative sample in the split (a label absent from the split has neither).
 - regression (MOSEI): MAE (headline, lower is better), Pearson correlation, binary
   accuracy of the sentiment sign (non-negative vs negative, MOSEI's Acc-2).
 """
@@ -44,7 +46,8 @@ def compute_metrics(kind: str, y_true: np.ndarray, output: np.ndarray) -> dict:
         output: the model's raw output: logits ``[N]``/``[N, 1]``/``[N, C]``, or predictions
             ``[N]`` for regression.
     """
-    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score  # 1 s to import
+    from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, mean_absolute_error,  # 1 s to import
+                                 roc_auc_score)
 
     y_true = np.asarray(y_true, dtype=np.float64)
     output = np.asarray(output, dtype=np.float64)
@@ -60,10 +63,17 @@ def compute_metrics(kind: str, y_true: np.ndarray, output: np.ndarray) -> dict:
     if kind == "multilabel":
         pred = (_sigmoid(output) >= 0.5).astype(int)
         y = y_true.astype(int)
-        return {
+        out = {
             f"f1_{avg}": float(f1_score(y, pred, average=avg, zero_division=0))
             for avg in ("macro", "micro", "samples", "weighted")
         }
+        both = (y.min(axis=0) == 0) & (y.max(axis=0) == 1)  # labels with positives and negatives
+        if both.any():
+            out["auroc_macro"] = float(roc_auc_score(y[:, both], output[:, both], average="macro"))
+            out["map_macro"] = float(average_precision_score(y[:, both], output[:, both], average="macro"))
+        else:
+            out["auroc_macro"] = out["map_macro"] = float("nan")
+        return out
     if kind == "regression":
         y = y_true.reshape(-1)
         p = output.reshape(-1)
@@ -76,7 +86,7 @@ def compute_metrics(kind: str, y_true: np.ndarray, output: np.ndarray) -> dict:
     raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(HEADLINE)}")
 
 
-def prediction_summary(kind: str, output: np.ndarray) -> dict:
+def prediction_summary(kind: str, output: np.ndarray, prior=None) -> dict:
     """How varied a model's test predictions are, to tell a collapsed run (a constant predictor).
 
     Returns ``{"output_std", "distinct"}``: the standard deviation of the raw outputs over the
@@ -84,10 +94,25 @@ def prediction_summary(kind: str, output: np.ndarray) -> dict:
     distinct predictions: distinct predicted label sets at threshold 0.5 (multi-label), distinct
     outputs rounded to 6 decimals (binary logits, regression). A run whose ``distinct`` is 1
     predicts the same thing for every sample.
+
+    With ``prior`` also ``"prior_gap"``: how far the outputs are from the prior predictor's,
+    ``mean over n, c of |output[n, c] - prior[c]|`` (in logits for binary / multi-label, in label
+    units for regression), to tell a run that never left the prior from one that collapsed
+    somewhere else.
+
+    Args:
+        kind: ``"binary"``, ``"multilabel"`` or ``"regression"``.
+        output: the raw outputs on the test split, ``[N]``, ``[N, 1]`` or ``[N, C]`` (logits, or
+            predictions for regression).
+        prior: the prior predictor's raw output per output column, ``[C]`` (or a scalar / ``[1]``
+            for a single column): the training split's label log-odds for binary / multi-label
+            (:func:`wma_core.train.prior_logit`), the training label mean for regression. ``None``:
+            no ``prior_gap``.
     """
     out = np.asarray(output, dtype=np.float64)
     if out.size == 0:
-        return {"output_std": float("nan"), "distinct": 0}
+        res = {"output_std": float("nan"), "distinct": 0}
+        return res if prior is None else {**res, "prior_gap": float("nan")}
     if kind == "multilabel":
         pred = (_sigmoid(out.reshape(len(out), -1)) >= 0.5)
         distinct = len(np.unique(pred, axis=0))
@@ -98,4 +123,11 @@ def prediction_summary(kind: str, output: np.ndarray) -> dict:
         std = float(flat.std())
     else:
         raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(HEADLINE)}")
-    return {"output_std": std, "distinct": int(distinct)}
+    res = {"output_std": std, "distinct": int(distinct)}
+    if prior is not None:
+        cols = out.reshape(len(out), -1)  # [N, C]
+        p = np.asarray(prior, dtype=np.float64).reshape(-1)  # [C] (or [1])
+        if p.size not in (1, cols.shape[1]):
+            raise ValueError(f"prior has {p.size} columns, the output {cols.shape[1]}")
+        res["prior_gap"] = float(np.abs(cols - p[None, :]).mean())
+    return res

@@ -20,7 +20,8 @@ from torch import nn
 from . import perturb as P
 
 #: fields of TrainConfig that do not change results and so are not part of the run's key
-NOT_IN_KEY = ("data_dir", "device", "num_workers", "progress", "eval_batch_size", "keep_best", "pin_memory")
+NOT_IN_KEY = ("data_dir", "device", "num_workers", "progress", "eval_batch_size", "keep_best", "pin_memory",
+              "preregistration")
 
 #: the method's source files whose bytes decide a run's numbers (beside data_prep/dataset.py)
 CODE = ("_ot_common.py", "ot.py", "ot_fused.py", "losses.py", "perturb.py", "embeddings.py", "model.py", "optim.py",

@@ -77,6 +77,8 @@ class TrainConfig:
             the label prior. AdamW moves a bias by about ``lr`` per step, so from zero a rare
             label (5 %, log-odds -2.9) costs thousands of steps of learning the prior before the
             features matter; with 23 such labels this is most of a short schedule.
+        preregistration: the digest of the study's pre-registration file the run was made under
+            (:mod:`wma_study.preregistration`), copied into the record; not part of the key.
         feature_norm: a LayerNorm after each feature projection (feature-sequence tasks,
             :class:`wma_core.embeddings.FeatureEmbedding`); ``False`` is the earlier wiring.
     """
@@ -114,6 +116,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     progress: bool = True
     keep_best: bool = False
+    preregistration: str = ""
 
     @property
     def eval_autocast(self) -> str | None:
@@ -155,6 +158,17 @@ def prior_logit(labels: np.ndarray, eps: float = 1e-3) -> torch.Tensor:
     y = np.asarray(labels, dtype=np.float64)
     p = np.clip(y.reshape(len(y), -1).mean(0), eps, 1 - eps)
     return torch.from_numpy(np.log(p / (1 - p))).float()
+
+
+def prior_output(kind: str, labels) -> np.ndarray:
+    """The prior predictor's raw output per output column, ``[C]`` (``[1]`` for one column): the
+    label log-odds of ``labels`` (:func:`prior_logit`, what ``head_bias="prior"`` starts the head
+    at) for binary / multi-label, the label mean for regression. What
+    :func:`wma_core.metrics.prediction_summary` measures ``prior_gap`` against."""
+    if kind in ("binary", "multilabel"):
+        return prior_logit(labels).double().numpy()
+    y = np.asarray(labels, dtype=np.float64)
+    return y.reshape(len(y), -1).mean(0)
 
 
 def init_head_bias(model: WMAClassifier, mode: str, kind: str, labels) -> None:
@@ -218,6 +232,7 @@ class _Run:
     loader_kw: dict
     run_dir: Path
     state: dict
+    prior: np.ndarray | None = None  # the prior predictor's output per column (:func:`prior_output`)
 
     @property
     def last_path(self) -> Path:
@@ -263,7 +278,7 @@ def _setup(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> _Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "d_trajectory": [], "d0": None, "train_seconds": 0.0}
     return _Run(cfg, store, rcfg, key, device, task, train_ds, dev_ds, test_ds, headline_metric(task.kind), model,
-                pairs, reg, opt, sched, dev_loader, loader_kw, run_dir, state)
+                pairs, reg, opt, sched, dev_loader, loader_kw, run_dir, state, prior_output(task.kind, train_labels))
 
 
 def _resume(run: _Run) -> None:
@@ -429,7 +444,8 @@ def _test_best(run: _Run) -> dict:
         out["metrics"][name] = res["metrics"]
         samples += len(res["labels"])
         tokens += res["token_samples"]
-        out["predictions"][name] = prediction_summary(run.task.kind, res["output"])  # a constant predictor = a collapsed run
+        # a constant predictor = a collapsed run; prior_gap tells one that never left the prior
+        out["predictions"][name] = prediction_summary(run.task.kind, res["output"], run.prior)
         out["distances"][name] = {k: [round(float(x), 6) for x in d] for k, d in res["distances"].items()}
     best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), None)
     if best is not None:  # the dev pass of the best epoch saw these weights already
@@ -464,6 +480,7 @@ def _record(run: _Run, feasible: dict, tested: dict) -> dict:
         "headline_metric": run.metric,
         "metrics": tested["metrics"],
         "predictions": tested["predictions"],
+        "preregistration": cfg.preregistration,
         "dev_metrics": tested["dev_metrics"],
         "distances": tested["distances"],
         # what each test case does to the test samples: identical for every method and seed

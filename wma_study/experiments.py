@@ -126,9 +126,8 @@ def prepare_data(
         if prof.twin_n is None:
             raise ValueError(f"scale={scale!r} runs on the real data: give data_root, the raw {dataset} folder")
         splits = prof.twin_splits
-        size = f"n{prof.twin_n}" if splits is None else "n" + "x".join(str(int(x)) for x in splits)
-        tag = f"{dataset}-twin-{size}-t{prof.twin_steps}-s{seed}"
-        raw = home / "raw" / tag
+        raw = twin_raw_dir(dataset, scale, seed)
+        tag = raw.name
     out = home / "prepared" / f"{tag}-i{prof.image_size}p{prof.patch_size}{tok_tag}"
     with file_lock(home / "locks" / f"prepare-{tag}.lock"):
         if not data_root and not (raw / ".complete").exists():
@@ -138,6 +137,21 @@ def prepare_data(
             prepare(dataset, raw, out, pcfg)
     _check_vocabulary(out, model)
     return out
+
+
+def twin_raw_dir(dataset: str, scale: str = "default", seed: int = 0) -> Path:
+    """The raw folder of ``dataset``'s synthetic twin at ``scale`` (written by :func:`prepare_data`).
+
+    Its name holds the twin's size, steps and seed and a digest of the generators' code, so a
+    twin made by other code is never reused."""
+    from data_prep.synth import code_digest
+
+    prof = get_profile(scale)
+    if prof.twin_n is None:
+        raise ValueError(f"scale={scale!r} runs on the real data: it has no twin")
+    splits = prof.twin_splits
+    size = f"n{prof.twin_n}" if splits is None else "n" + "x".join(str(int(x)) for x in splits)
+    return data_home() / "raw" / f"{dataset}-twin-{size}-t{prof.twin_steps}-s{seed}-g{code_digest()}"
 
 
 def _check_vocabulary(prepared: Path, model: str) -> None:
@@ -152,6 +166,13 @@ def _check_vocabulary(prepared: Path, model: str) -> None:
             f"the tokenizer of {prepared} has {n_data} tokens but the model {model} embeds only {n_model} "
             f"(config.json vocab_size): the model folder needs its own tokenizer saved beside its weights"
         )
+
+
+def preregistration_digest() -> str:
+    """The digest of ``book/data/preregistration.json`` (:mod:`wma_study.preregistration`)."""
+    from .preregistration import digest
+
+    return digest()
 
 
 def run_configs(
@@ -196,6 +217,7 @@ def run_configs(
         target=target,
         head_bias=prof.head_bias,
         progress=False,
+        preregistration=preregistration_digest(),
     )
     out, seen = [], set()
     for a in alphas:

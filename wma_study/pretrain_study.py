@@ -1,12 +1,14 @@
 """What pretraining buys: the study helpers of the pretraining chapter.
 
 - :func:`loss_curves`: the three pretraining losses per step (from ``pretrain.json``);
-- :func:`held_out_table`: held-out ITM accuracy, masked colour/shape-word accuracy with and
+- :func:`held_out_table`: held-out ITM accuracy, masked colour/noun-word accuracy with and
   without the image, WPA distance of matched and mismatched pairs, pretrained vs random weights;
 - :func:`twin_gap`: mean D(mismatched) - D(matched) on a twin's test split, pretrained vs random
   weights of the same configuration (D = ``ot_distance(image, text)``, ViLT's order);
-- :func:`d0_table`: D0 (mean D on the first training batch under the initial weights) per dataset;
-- :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation.
+- :func:`d0_table`: D0 (mean D on the first training batch under the initial weights) per dataset,
+  and the same on shuffled pairs (:func:`shuffled_pairs`);
+- :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation;
+- :func:`ceilings_table`: what each twin asks for (:mod:`wma_study.ceilings`).
 """
 
 from __future__ import annotations
@@ -136,12 +138,30 @@ def d0_table(folder, datasets, scale: str = "default", seed: int = 0) -> pd.Data
             net = build_model(task, cfg, feature_len).eval()
             batch = next(iter(make_loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0)))
             _, out = net(batch)
+            _, out_shuffled = net(shuffled_pairs(batch, net.modalities))
+            shuffled = pair_distances(out_shuffled, modality_pairs(net.modalities))
             for pair, (D, valid) in pair_distances(out, modality_pairs(net.modalities)).items():
-                rows.append({"dataset": ds, "weights": name, "pair": pair, "d0": float(D[valid].mean())})
+                Ds, vs = shuffled[pair]
+                rows.append({"dataset": ds, "weights": name, "pair": pair, "d0": float(D[valid].mean()),
+                             "d0_shuffled": float(Ds[vs].mean())})
         return pd.DataFrame(rows)
 
     params = {"runs": [config_key(run_config(cfg)) for *_, cfg in plan]}
     return _cached("d0_table", folder, params, [p[2] for p in plan], compute)
+
+
+def shuffled_pairs(batch: dict, modalities) -> dict:
+    """The batch with the k-th modality's samples rolled by k (k = 0, 1, ...): every sample's
+    modalities then come from different samples, and D on it is the distance of unrelated pairs.
+    D0 minus this is what of D0 is alignment of a sample's own modalities rather than geometry."""
+    out = dict(batch)
+    if "pixel_values" in batch:
+        out["pixel_values"], out["pixel_mask"] = batch["pixel_values"].roll(1, 0), batch["pixel_mask"].roll(1, 0)
+        return out
+    out["features"] = {m: batch["features"][m].roll(k, 0) for k, m in enumerate(modalities)}
+    if batch.get("feature_masks") is not None:
+        out["feature_masks"] = {m: batch["feature_masks"][m].roll(k, 0) for k, m in enumerate(modalities)}
+    return out
 
 
 def finetune_configs(datasets, scale: str = "default", seeds=(0, 1, 2)) -> list:
@@ -173,6 +193,18 @@ def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executo
         metric = rec["headline_metric"]
         rows.append({"dataset": ds, "init": name, "seed": seed, "metric": metric, "value": rec["metrics"]["normal"][metric]})
     return pd.DataFrame(rows)
+
+
+def ceilings_table(datasets, scale: str = "default") -> pd.DataFrame:
+    """:func:`wma_study.ceilings.ceilings` of each twin of ``scale`` (raw folder of the twin)."""
+    from .ceilings import ceilings
+    from .experiments import prepare_data, twin_raw_dir
+
+    frames = []
+    for ds in datasets:
+        prepare_data(ds, scale)  # writes the twin on first use
+        frames.append(ceilings(ds, twin_raw_dir(ds, scale)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def checkpoint_folder(scale: str) -> Path:

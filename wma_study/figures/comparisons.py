@@ -144,21 +144,21 @@ def claims_figure(claims: pd.DataFrame, *, title: str = ""):
     """A forest plot of the paper's claims: our gain (95% CI) against the paper's, one row per claim.
 
     ``claims``: columns ``claim, gain, lo, hi, paper, verdict`` (rows without an interval are drawn
-    as a point; collapsed runs as a grey cross at 0). Marker shape follows the verdict category,
-    so that the reading does not rest on colour alone.
+    as a point; collapsed runs as a grey cross at 0, runs that never left the prior as a grey plus).
+    Marker shape follows the verdict category, so that the reading does not rest on colour alone.
     """
-    from ..report import verdict_category
+    from ..report import FAILED_FIT, verdict_category
 
     n = len(claims)
     fig, ax = plt.subplots(figsize=(8.5, 0.8 + 0.32 * max(n, 1)))
     marks = {"detected": "o", "detected (opposite sign)": "v", "ruled out at the paper's size": "s",
-             "inconclusive": "D", "collapsed run": "X"}
+             "inconclusive": "D", "collapsed run": "X", "never left the prior": "P"}
     y = np.arange(n)[::-1]
     for yi, r in zip(y, claims.itertuples(index=False)):
         cat = verdict_category(r.verdict)
-        color = {"collapsed run": "#999999"}.get(cat, COLORS["wma"])
-        if cat == "collapsed run":
-            ax.scatter([0], [yi], marker="X", color=color, s=40, zorder=4)
+        color = "#999999" if cat in FAILED_FIT else COLORS["wma"]
+        if cat in FAILED_FIT:
+            ax.scatter([0], [yi], marker=marks[cat], color=color, s=40, zorder=4)
         else:
             if r.lo == r.lo and r.hi == r.hi:
                 ax.plot([r.lo, r.hi], [yi, yi], color=color, lw=1.6)
@@ -168,7 +168,7 @@ def claims_figure(claims: pd.DataFrame, *, title: str = ""):
     ax.axvline(0, color="#444", lw=0.8)
     ax.set_yticks(y, list(claims["claim"]), fontsize=8)
     ax.set_xlabel("gain of WMA (positive = better; relative for the averages): ours (95% CI) and the paper's (×)")
-    handles = [plt.Line2D([], [], marker=m, ls="", color=COLORS["wma"] if k != "collapsed run" else "#999999", label=k)
+    handles = [plt.Line2D([], [], marker=m, ls="", color=COLORS["wma"] if k not in FAILED_FIT else "#999999", label=k)
                for k, m in marks.items()] + [plt.Line2D([], [], marker="x", ls="", color="black", label="paper")]
     ax.legend(handles=handles, fontsize=7, loc="lower right", framealpha=0.9)
     ax.grid(axis="x", alpha=0.3)

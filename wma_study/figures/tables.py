@@ -92,7 +92,7 @@ def report_min_seeds() -> str:
 
 
 VERDICT_COLORS = {"detected": "#cfe8cf", "detected (opposite sign)": "#f6c9c4", "ruled out at the paper's size": "#f6c9c4",
-                  "inconclusive": "#fde2c4", "collapsed run": "#d9d9d9"}
+                  "inconclusive": "#fde2c4", "collapsed run": "#d9d9d9", "never left the prior": "#d9d9d9"}
 
 
 def _shade_verdict(v) -> str:
@@ -154,10 +154,16 @@ def endpoints_table(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str
 
 
 def claims_table(df: pd.DataFrame, caption: str):
-    """A claims frame as the summary shows it: the gain with its interval ("collapsed run" where
-    a run collapsed), the paper's gain, our MDE and the verdict, shaded by verdict."""
+    """A claims frame as the summary shows it: the gain with its interval ("collapsed run" or
+    "never left the prior" where a run failed to fit), the paper's gain, our MDE and the verdict,
+    shaded by verdict."""
+    from ..report import FAILED_FIT
+
+    def failed(v):
+        return next((f for f in FAILED_FIT if str(v).startswith(f)), None)
+
     show = df.assign(**{
-        "ours [95% CI]": [_fmt_gain(g, lo, hi) if not str(v).startswith("collapsed") else "collapsed run"
+        "ours [95% CI]": [failed(v) or _fmt_gain(g, lo, hi)
                           for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
     })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]]
     show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})

@@ -16,8 +16,9 @@ def verdict(row, b_label: str = "WMA", a_label: str = "baseline") -> str:
     from ..report import verdict as _verdict
 
     dead = int(getattr(row, "collapsed_a", 0)) + int(getattr(row, "collapsed_b", 0))
+    prior = int(getattr(row, "prior_a", 0)) + int(getattr(row, "prior_b", 0))
     text = getattr(row, "verdict", None) or _verdict(row.diff_mean, row.diff_lo, row.diff_hi, int(row.n_seeds),
-                                                     row.paper_gain, getattr(row, "mde", float("nan")), dead)
+                                                     row.paper_gain, getattr(row, "mde", float("nan")), dead, prior)
     if dead or row.n_seeds < 2 or row.diff_lo != row.diff_lo:
         return text
     paper = "" if row.paper_gain != row.paper_gain else f" vs the paper's {row.paper_gain:+.3f}"
@@ -35,13 +36,16 @@ def headline_glue(cmp: pd.DataFrame, prefix: str = "", endpoints: pd.DataFrame |
     (test cases where b's mean is better, ``k of n``), ``paper_wins``; with ``endpoints``
     (:func:`wma_study.report.endpoints`) also ``verdict_noise`` and ``verdict_missing``, and the
     noise / missing gains are the endpoints' (mean over cases per seed, with intervals).
-    Gains of collapsed runs read "collapsed run", with fewer than 2 seeds they carry no interval.
+    Gains of collapsed runs read "collapsed run" ("never left the prior" when every collapsed run
+    of the row predicts the label prior), with fewer than 2 seeds they carry no interval.
     """
     out = {}
 
     def gain_text(r):
-        if int(getattr(r, "collapsed_a", 0)) + int(getattr(r, "collapsed_b", 0)):
-            return "collapsed run"
+        dead = int(getattr(r, "collapsed_a", 0)) + int(getattr(r, "collapsed_b", 0))
+        if dead:
+            prior = int(getattr(r, "prior_a", 0)) + int(getattr(r, "prior_b", 0))
+            return "never left the prior" if prior >= dead else "collapsed run"
         return _fmt_gain(r.diff_mean, r.diff_lo, r.diff_hi)
 
     normal = cmp[cmp["test_case"] == "normal"]

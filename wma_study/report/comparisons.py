@@ -25,21 +25,27 @@ from .runs import _as_runs, _best_cell, _cell_label, _filter, _one_data, greater
 # --------------------------------------------------------------------------- verdicts
 
 #: The fixed vocabulary of verdicts (:func:`verdict`); a verdict string starts with one of these.
-VERDICTS = ("detected", "detected (opposite sign)", "ruled out at the paper's size", "inconclusive", "collapsed run")
+VERDICTS = ("detected", "detected (opposite sign)", "ruled out at the paper's size", "inconclusive", "collapsed run",
+            "never left the prior")
+#: The verdicts of a comparison with a failed fit (a constant predictor), not a measurement of the method.
+FAILED_FIT = ("collapsed run", "never left the prior")
 MIN_SEEDS_TEXT = "fewer than 2 paired seeds: no interval"
 
 
 def verdict(diff_mean: float, diff_lo: float, diff_hi: float, n: int, paper_gain: float = float("nan"),
-            mde: float = float("nan"), collapsed: int = 0) -> str:
+            mde: float = float("nan"), collapsed: int = 0, at_prior: int = 0) -> str:
     """What one seed-paired comparison supports, in the fixed vocabulary :data:`VERDICTS`.
 
     Inputs are oriented so that positive means "b (WMA) is better" (MAE already sign-flipped):
     ``diff_mean`` and its 95% interval ``[diff_lo, diff_hi]`` over ``n`` paired seeds, the
     paper's gain ``g`` (NaN if the paper has no number), our minimum detectable effect ``mde`` at
-    80% power (:func:`wma_study.stats.mde`) and ``collapsed``, the number of runs (of either
-    method) that predict a constant (:func:`is_collapsed`). The rule, first match wins:
+    80% power (:func:`wma_study.stats.mde`), ``collapsed``, the number of runs (of either
+    method) that predict a constant (:func:`is_collapsed`), and ``at_prior``, how many of those
+    predict the label prior (:func:`stayed_at_prior`). The rule, first match wins:
 
-    1. ``collapsed > 0`` → **"collapsed run"**: a constant predictor is a failed fit, not a
+    1. ``collapsed > 0`` → **"never left the prior"** when every one of them stayed at the prior
+       (``at_prior >= collapsed``: the run learned nothing), else **"collapsed run"** (at least one
+       moved and collapsed onto another constant): a constant predictor is a failed fit, not a
        measurement of the method; its difference is not reported as a gain or a loss.
     2. ``n < 2`` → **"inconclusive (fewer than 2 paired seeds: no interval)"**.
     3. ``0 < diff_lo`` or ``diff_hi < 0`` (the interval excludes 0): **"detected"** when the sign
@@ -52,7 +58,7 @@ def verdict(diff_mean: float, diff_lo: float, diff_hi: float, n: int, paper_gain
        ``"(no paper number; our MDE is m)"`` when ``g`` is NaN.
     """
     if collapsed:
-        return "collapsed run"
+        return "never left the prior" if at_prior >= collapsed else "collapsed run"
     if n < 2 or diff_lo != diff_lo or diff_hi != diff_hi:
         return f"inconclusive ({MIN_SEEDS_TEXT})"
     g = paper_gain
@@ -109,11 +115,12 @@ def comparison(runs, dataset: str, *, a: dict | None = None, b: dict | None = No
     Returns one row per test case (``normal``, ``<m>_noise``..., ``<m>_missing``...) with
     ``test_case, metric, paper_a, paper_b, paper_gain, a_mean, a_lo, a_hi, b_mean, b_lo, b_hi,
     diff_mean, diff_lo, diff_hi, p_value, n_seeds, gain_in_noise, paper_gain_in_ci,
-    ci_contains_zero, sd_diff, half_width, mde, collapsed_a, collapsed_b, verdict, p_holm,
-    a_config, b_config``: ``sd_diff`` is the standard deviation of the per-seed differences,
+    ci_contains_zero, sd_diff, half_width, mde, collapsed_a, collapsed_b, prior_a, prior_b, verdict,
+    p_holm, a_config, b_config``: ``sd_diff`` is the standard deviation of the per-seed differences,
     ``half_width`` that of our interval, ``mde`` the minimum detectable effect at 80% power
     (:func:`wma_study.stats.mde`), ``collapsed_a/b`` the number of collapsed runs
-    (:func:`is_collapsed`), ``verdict`` the reading of :func:`verdict`, and ``p_holm`` the
+    (:func:`is_collapsed`), ``prior_a/b`` how many of those never left the prior
+    (:func:`stayed_at_prior`), ``verdict`` the reading of :func:`verdict`, and ``p_holm`` the
     Holm-corrected p-value over the perturbed test cases (the secondary endpoints; NaN on
     ``normal``, a primary endpoint: see :func:`endpoints`).
 
@@ -143,13 +150,14 @@ def comparison(runs, dataset: str, *, a: dict | None = None, b: dict | None = No
     cases = test_case_order(list(per_case) + list(pa) + list(pb))
     rows = []
     for case in cases:
-        xa, xb, ca, cb = per_case.get(case, (np.array([]), np.array([]), 0, 0))
+        xa, xb, ca, cb, qa, qb = per_case.get(case, (np.array([]), np.array([]), 0, 0, 0, 0))
         p_a, p_b = pa.get(case, float("nan")), pb.get(case, float("nan"))
         rows.append({"test_case": case, "metric": metric, "paper_a": p_a, "paper_b": p_b,
-                     **_paired_row(xa, xb, ca, cb, sign, sign * (p_b - p_a))})
+                     **_paired_row(xa, xb, ca, cb, sign, sign * (p_b - p_a), qa, qb)})
     cols = ["test_case", "metric", "paper_a", "paper_b", "paper_gain", "a_mean", "a_lo", "a_hi", "b_mean", "b_lo",
             "b_hi", "diff_mean", "diff_lo", "diff_hi", "p_value", "n_seeds", "gain_in_noise", "paper_gain_in_ci",
-            "ci_contains_zero", "sd_diff", "half_width", "mde", "collapsed_a", "collapsed_b", "verdict", "p_holm"]
+            "ci_contains_zero", "sd_diff", "half_width", "mde", "collapsed_a", "collapsed_b", "prior_a", "prior_b",
+            "verdict", "p_holm"]
     out = pd.DataFrame(rows, columns=cols)
     secondary = (out["test_case"] != "normal").to_numpy()
     out.loc[secondary, "p_holm"] = stats.holm(out.loc[secondary, "p_value"])
@@ -158,16 +166,30 @@ def comparison(runs, dataset: str, *, a: dict | None = None, b: dict | None = No
     out["n_seeds"] = out["n_seeds"].astype(int)
     for c in ("gain_in_noise", "paper_gain_in_ci", "ci_contains_zero"):
         out[c] = out[c].astype(bool)
-    for c in ("collapsed_a", "collapsed_b"):
+    for c in ("collapsed_a", "collapsed_b", "prior_a", "prior_b"):
         out[c] = out[c].astype(int)
     return out
 
 
+def _failures(t: pd.DataFrame, seeds) -> tuple[int, int]:
+    """Of ``seeds``, how many have a collapsed row in ``t`` (one method's test rows), and how many
+    of those stayed at the prior on every collapsed row (frames without ``at_prior`` have none)."""
+    if t.empty:
+        return 0, 0
+    dead = t["collapsed"].eq(True)  # NaN (a frame built without the column's values) is False
+    prior = t["at_prior"].eq(True) if "at_prior" in t else pd.Series(False, index=t.index)
+    g = pd.DataFrame({"seed": t["seed"], "dead": dead, "prior_or_live": prior | ~dead}).groupby("seed")
+    any_dead = g["dead"].any().reindex(seeds).fillna(False).astype(bool)
+    all_prior = g["prior_or_live"].all().reindex(seeds).fillna(False).astype(bool)
+    return int(any_dead.sum()), int((any_dead & all_prior).sum())
+
+
 def _paired(df: pd.DataFrame, dataset: str, a: dict, b: dict, metric: str, by: str):
-    """Seed-matched values of the cells ``a`` and ``b`` select: ``({case: (xa, xb, ca, cb)}, cell_a, cell_b)``.
+    """Seed-matched values of the cells ``a`` and ``b`` select: ``({case: (xa, xb, ca, cb, qa, qb)}, cell_a, cell_b)``.
 
     ``xa[i]``, ``xb[i]``: the metric of a and b on the ``i``-th seed both ran (NaN pairs dropped);
-    ``ca``, ``cb``: how many of those runs of a / b collapsed on that case (:func:`is_collapsed`).
+    ``ca``, ``cb``: how many of those runs of a / b collapsed on that case (:func:`is_collapsed`);
+    ``qa``, ``qb``: how many of those collapsed runs never left the prior (:func:`stayed_at_prior`).
     """
     sel_metric = headline(dataset)
     _one_data(df, dataset)
@@ -187,20 +209,21 @@ def _paired(df: pd.DataFrame, dataset: str, a: dict, b: dict, metric: str, by: s
     tb = tb[tb["metric"] == metric]
     out = {}
     for case in test_case_order(list(ta["test_case"]) + list(tb["test_case"])):
-        ga, gb = ta[ta["test_case"] == case].groupby("seed"), tb[tb["test_case"] == case].groupby("seed")
-        va, vb = ga["value"].mean(), gb["value"].mean()
-        da, db = ga["collapsed"].any(), gb["collapsed"].any()
+        sa, sb = ta[ta["test_case"] == case], tb[tb["test_case"] == case]
+        va, vb = sa.groupby("seed")["value"].mean(), sb.groupby("seed")["value"].mean()
         seeds = sorted(set(va.index) & set(vb.index))
         xa = va.reindex(seeds).to_numpy(dtype=float)
         xb = vb.reindex(seeds).to_numpy(dtype=float)
         ok = ~(np.isnan(xa) | np.isnan(xb))
         kept = [s for s, k in zip(seeds, ok) if k]
-        out[case] = (xa[ok], xb[ok], int(da.reindex(kept).fillna(False).sum()), int(db.reindex(kept).fillna(False).sum()))
+        (ca, qa), (cb, qb) = _failures(sa, kept), _failures(sb, kept)
+        out[case] = (xa[ok], xb[ok], ca, cb, qa, qb)
     return out, cell_a, cell_b
 
 
-def _paired_row(xa, xb, ca: int, cb: int, sign: float, gain: float) -> dict:
-    """The statistics of one seed-paired comparison (positive = b better), with its :func:`verdict`."""
+def _paired_row(xa, xb, ca: int, cb: int, sign: float, gain: float, qa: int = 0, qb: int = 0) -> dict:
+    """The statistics of one seed-paired comparison (positive = b better), with its :func:`verdict`
+    (``ca``, ``cb`` collapsed runs of a / b, ``qa``, ``qb`` of them at the prior)."""
     a_m, a_lo, a_hi = stats.mean_ci(xa)
     b_m, b_lo, b_hi = stats.mean_ci(xb)
     t = stats.paired_test(xa, xb)
@@ -219,8 +242,8 @@ def _paired_row(xa, xb, ca: int, cb: int, sign: float, gain: float) -> dict:
         "paper_gain_in_ci": bool(has_ci and gain == gain and d_lo <= gain <= d_hi),
         "ci_contains_zero": bool(has_ci and d_lo <= 0 <= d_hi),
         "sd_diff": sd, "half_width": (d_hi - d_lo) / 2 if has_ci else float("nan"), "mde": mde,
-        "collapsed_a": ca, "collapsed_b": cb,
-        "verdict": verdict(d_m, d_lo, d_hi, n, gain, mde, ca + cb),
+        "collapsed_a": ca, "collapsed_b": cb, "prior_a": qa, "prior_b": qb,
+        "verdict": verdict(d_m, d_lo, d_hi, n, gain, mde, ca + cb, qa + qb),
     }
 
 
@@ -245,7 +268,8 @@ detectable effect at 80% power, and one verdict from a fixed vocabulary:
 - *ruled out at the paper's size*: our interval contains 0 and ends before the paper's gain;
 - *inconclusive*: neither, with the reason (usually: our MDE exceeds the paper's gain);
 - *collapsed run*: a run predicts the same output for every test sample (a failed fit, not a
-  measurement of the method).
+  measurement of the method); *never left the prior*: each such run predicts the label prior (the
+  training split's label rate) for every sample, so it learned nothing from the inputs.
 
 Every single test case is a **secondary** endpoint: its p-values are Holm-corrected over the
 dataset's perturbed test cases. One effect per primary endpoint is pooled over the four datasets
@@ -265,7 +289,7 @@ def endpoints(runs, dataset: str, *, a: dict | None = None, b: dict | None = Non
 
     Returns one row per endpoint: ``endpoint, test_cases, metric, paper_gain, paper_rel_gain``
     (the paper's gain relative to its a), ``a_mean ... b_hi, diff_mean, diff_lo, diff_hi, p_value,
-    n_seeds, sd_diff, half_width, mde, collapsed_a, collapsed_b, verdict, rel_gain, rel_var``
+    n_seeds, sd_diff, half_width, mde, collapsed_a, collapsed_b, prior_a, prior_b, verdict, rel_gain, rel_var``
     (our mean gain relative to a's mean, and its sampling variance ``(sd_diff / a_mean)² / n``,
     for :func:`pooled`).
     """
@@ -292,20 +316,18 @@ def endpoints(runs, dataset: str, *, a: dict | None = None, b: dict | None = Non
         cases = ["normal"] if ep == "normal" else [c for c in all_cases if c.endswith("_" + ep)]
         wa = ta[ta["test_case"].isin(cases)].pivot_table(index="seed", columns="test_case", values="value", aggfunc="mean")
         wb = tb[tb["test_case"].isin(cases)].pivot_table(index="seed", columns="test_case", values="value", aggfunc="mean")
-        ka = ta[ta["test_case"].isin(cases)].groupby("seed")["collapsed"].any()
-        kb = tb[tb["test_case"].isin(cases)].groupby("seed")["collapsed"].any()
         wa, wb = wa.reindex(columns=cases), wb.reindex(columns=cases)
         seeds = sorted(set(wa.dropna().index) & set(wb.dropna().index)) if cases else []
         xa = wa.reindex(seeds).mean(axis=1).to_numpy(dtype=float)
         xb = wb.reindex(seeds).mean(axis=1).to_numpy(dtype=float)
-        ca = int(ka.reindex(seeds).fillna(False).sum())
-        cb = int(kb.reindex(seeds).fillna(False).sum())
+        ca, qa = _failures(ta[ta["test_case"].isin(cases)], seeds)
+        cb, qb = _failures(tb[tb["test_case"].isin(cases)], seeds)
         gains = [sign * (pb[c] - pa[c]) for c in cases if c in pa and c in pb]
         g = float(np.mean(gains)) if gains and len(gains) == len(cases) else float("nan")
         pa_mean = float(np.mean([pa[c] for c in cases])) if all(c in pa for c in cases) and cases else float("nan")
         row = {"endpoint": ep, "test_cases": ", ".join(cases), "metric": metric,
                "paper_rel_gain": g / pa_mean if pa_mean == pa_mean and pa_mean != 0 else float("nan"),
-               **_paired_row(xa, xb, ca, cb, sign, g)}
+               **_paired_row(xa, xb, ca, cb, sign, g, qa, qb)}
         am, n = row["a_mean"], row["n_seeds"]
         row["rel_gain"] = row["diff_mean"] / am if am == am and am != 0 else float("nan")
         row["rel_var"] = (row["sd_diff"] / am) ** 2 / n if n >= 2 and am == am and am != 0 else float("nan")

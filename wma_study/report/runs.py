@@ -3,7 +3,9 @@
 - :func:`runs_frame`: one row per (run, split, test case, metric) of a results store
   (:data:`RUN_COLUMNS`); :func:`records_frame`: the same, restricted to some records;
 - :func:`is_collapsed`: a run that predicts a constant (reported as "collapsed run", never as a
-  loss); :func:`target_reachable`: whether WMA's target β·D0 can be reached;
+  loss); :func:`stayed_at_prior`: a constant run that predicts the label prior (reported as
+  "never left the prior"); :func:`failure_kind`: which of the two, if any;
+  :func:`target_reachable`: whether WMA's target β·D0 can be reached;
 - selections on the frame (``_filter``, ``_one_data``, ``_as_runs``), the dataset's
   :func:`headline` metric, :func:`greater_is_better`, :func:`test_case_order`, :func:`format_ci`;
 - best-cell selection (``_cell_scores``, ``_best_cell``, ``_cell_label``: the best configuration
@@ -23,7 +25,7 @@ from wma_core.metrics import GREATER_IS_BETTER
 from wma_core.store import ResultsStore
 
 CONFIG_COLUMNS = ["dataset", "method", "alpha", "beta", "target", "lr", "seed", "epochs", "batch_size", "model", "data"]
-RUN_COLUMNS = ["key"] + CONFIG_COLUMNS + ["split", "test_case", "metric", "value", "collapsed", "feasible"]
+RUN_COLUMNS = ["key"] + CONFIG_COLUMNS + ["split", "test_case", "metric", "value", "collapsed", "feasible", "at_prior"]
 # a configuration up to its seed (what a "cell" of a sweep is)
 CELL = ["dataset", "method", "alpha", "beta", "target", "lr", "epochs", "batch_size", "model", "data"]
 HEADLINE = {"hateful_memes": "auroc", "mmimdb": "f1_macro", "ur_funny": "auroc", "mosei": "mae"}
@@ -67,6 +69,56 @@ def is_collapsed(record: dict, test_case: str = "normal") -> bool:
     return const is not None and value is not None and value == value and abs(float(value) - const) < 1e-12
 
 
+#: :func:`stayed_at_prior`'s default tolerance on ``prior_gap`` (logits; label units for regression)
+PRIOR_TOL = 1.0
+
+
+def stayed_at_prior(record: dict, test_case: str = "normal", tol: float = PRIOR_TOL) -> bool:
+    """Whether a run is a constant predictor (:func:`is_collapsed`) that predicts the label prior.
+
+    True when the run is collapsed on ``test_case`` and its prediction summary's ``prior_gap``
+    (:func:`wma_core.metrics.prediction_summary`: the mean over test samples and output columns of
+    ``|output - prior|``, the prior being the training split's label log-odds, or label mean for
+    regression) is below ``tol``. Such a run never left the prior the task head starts at
+    (``head_bias="prior"``): it learned nothing about the inputs, which is a different failure from
+    a run that moved and collapsed onto some other constant (e.g. under a too-strong regulariser).
+    Records written before ``prior_gap`` existed are never at the prior (they read as collapsed,
+    as before).
+
+    The tolerance, :data:`PRIOR_TOL` = 1 logit: even an untrained model is not exactly at the
+    prior. ``head_bias="prior"`` sets only the last bias; the last layer's random weights
+    (:class:`wma_core.model.TaskHead`, std 0.02 on ``2h`` GELU activations with E[GELU(z)²] = 0.43)
+    add an offset, nearly the same for every sample, of standard deviation
+    ``0.02 * sqrt(2h * 0.43)``: 0.21 logits for the tiny model (h = 128; measured 0.12, 0.24 and
+    0.56 on the Hateful Memes twin at initialisation, seeds 0-2), 0.51 for ViLT-B (h = 768).
+    Training then pulls a constant predictor towards the prior (the constant that minimises the
+    training BCE), so a run that learned nothing sits between its initial offset and the prior:
+    within 1 logit at about 2 standard deviations of ViLT-B's offset. A run that collapsed
+    elsewhere sits at some other constant, typically a saturated one several logits away (e.g. a
+    multi-label head pushed far below its rare labels' log-odds of about -3). 1 logit moves a
+    probability by at most 0.25 (the sigmoid's slope is at most 1/4). For regression the same 1
+    is in label units (MOSEI's sentiment on [-3, 3]); its head starts at 0, not at the prior, and
+    its L1 loss pulls a constant towards the training median, which the mean only approximates.
+
+    What it cannot tell: a run whose features collapsed and whose head then re-learned the prior
+    (the BCE optimum of a constant input) also ends at the prior; ``prior_gap`` says where the
+    outputs are, not how they got there.
+    """
+    if not is_collapsed(record, test_case):
+        return False
+    summary = (record.get("predictions") or {}).get(test_case) or {}
+    gap = summary.get("prior_gap")
+    return gap is not None and gap == gap and float(gap) < tol
+
+
+def failure_kind(record: dict, test_case: str = "normal") -> str | None:
+    """``"never left the prior"`` (:func:`stayed_at_prior`), ``"collapsed"`` (any other constant
+    predictor, :func:`is_collapsed`) or ``None`` (a run whose predictions vary) on ``test_case``."""
+    if not is_collapsed(record, test_case):
+        return None
+    return "never left the prior" if stayed_at_prior(record, test_case) else "collapsed"
+
+
 def records_frame(records: list, store_or_dir) -> pd.DataFrame:
     """:func:`runs_frame` restricted to the runs of ``records`` (what a chapter just trained or reused)."""
     runs = runs_frame(store_or_dir)
@@ -97,7 +149,9 @@ def runs_frame(store_or_dir, *, data_dir=None, **where) -> pd.DataFrame:
     ``split`` (``"test"``: every test case of the best checkpoint; ``"dev"``: the dev split,
     unperturbed, best checkpoint, with ``test_case="normal"``), ``test_case``, ``metric``, ``value``,
     ``collapsed`` (:func:`is_collapsed` on that test case; always False on dev), ``feasible``
-    (:func:`target_reachable`: False when WMA's target β·D0 cannot be reached).
+    (:func:`target_reachable`: False when WMA's target β·D0 cannot be reached), ``at_prior``
+    (:func:`stayed_at_prior` on that test case, a collapsed run that never left the prior; always
+    False on dev).
 
     Args:
         store_or_dir: a :class:`ResultsStore` or its folder.
@@ -118,14 +172,17 @@ def runs_frame(store_or_dir, *, data_dir=None, **where) -> pd.DataFrame:
             continue
         base = {"key": rec["key"], **{c: cfg.get(c) for c in CONFIG_COLUMNS}, "feasible": target_reachable(rec)}
         for case, metrics in (rec.get("metrics") or {}).items():
-            dead = is_collapsed(rec, case)
+            dead, prior = is_collapsed(rec, case), stayed_at_prior(rec, case)
             for metric, value in metrics.items():
-                rows.append({**base, "split": "test", "test_case": case, "metric": metric, "value": value, "collapsed": dead})
+                rows.append({**base, "split": "test", "test_case": case, "metric": metric, "value": value, "collapsed": dead,
+                             "at_prior": prior})
         for metric, value in (rec.get("dev_metrics") or {}).items():
-            rows.append({**base, "split": "dev", "test_case": "normal", "metric": metric, "value": value, "collapsed": False})
+            rows.append({**base, "split": "dev", "test_case": "normal", "metric": metric, "value": value, "collapsed": False,
+                         "at_prior": False})
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     df["collapsed"] = df["collapsed"].astype(bool)
     df["feasible"] = df["feasible"].astype(bool)
+    df["at_prior"] = df["at_prior"].astype(bool)
     for c in ("alpha", "beta", "lr", "value"):
         df[c] = df[c].astype(float)
     return df
