@@ -44,7 +44,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +68,7 @@ ITM_HEAD = "itm_head.pt"
 EPOCH_EVAL_BATCHES = 4  # the per-epoch held-out curve reads the first 4 x 64 held-out captions
 _HERE = Path(__file__).resolve().parent
 #: the corpus' own code (its digest names the corpus folder)
-_CORPUS_CODE = tuple(_HERE.parent / "data_prep" / f for f in ("synth/captions.py", "synth/world.py", "synth/words.py", "readers/coco.py", "text.py"))
+_CORPUS_CODE = tuple(_HERE.parent / "data_prep" / f for f in ("synth/captions.py", "readers/coco.py", "text.py"))
 #: everything whose bytes decide a pretrained checkpoint (its key)
 _CODE = tuple(_HERE / f for f in ("pretrain.py", "model.py", "embeddings.py", "optim.py", "ot.py", "_ot_common.py")) + _CORPUS_CODE
 
@@ -122,11 +121,7 @@ SCALES = {
                             arch={**{k: v for k, v in TINY_CONFIG.items() if k != "vocab_size"},
                                   "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                                   "intermediate_size": 64}),
-    # 8 epochs (about 5 min on 2 cores), half the swapped images hard ones, WPA weight 0.25: chosen
-    # on the corpus alone (no twin, no WMA run). On held-out captions, WPA 0.5 pulled matched pairs
-    # to D 0.06 and left hard-negative ITM at 0.73 (below MIN_HARD_ITM); 0.1 left it at 0.71 after
-    # 5 epochs with matched and mismatched D 0.58 / 0.79; 0.25 reached 0.83 by epoch 6.
-    "default": PretrainConfig(epochs=8, itm_hard=0.5, wpa_weight=0.25),
+    "default": PretrainConfig(),
 }
 
 
@@ -482,10 +477,10 @@ def _pretrain_locked(cfg, out: Path, key: str, home: Path, progress: bool, stop_
 
 
 def grounded_words() -> dict[str, tuple[str, ...]]:
-    """Words of the corpus that name what patches show: the world's colours and nouns."""
-    from data_prep.synth.world import COLOUR_NAMES, NOUNS
+    """Words of the corpus that name what tiles show: colours and shapes."""
+    from data_prep.synth.captions import COLOUR_NAMES, MEME_COLOUR_NAMES, SHAPES
 
-    return {"colour": tuple(COLOUR_NAMES), "noun": tuple(NOUNS)}
+    return {"colour": tuple(COLOUR_NAMES) + tuple(MEME_COLOUR_NAMES), "shape": tuple(SHAPES)}
 
 
 @torch.no_grad()
@@ -498,7 +493,7 @@ def evaluate_heldout(model: Pretrainer, split: CaptionSplit, tok, cfg: PretrainC
     - ``itm_accuracy_hard``: the same with every swapped image a hard one (the picture of the
       closest caption, :func:`swap_images`): whether the model reads what the caption names,
       rather than telling kinds of scene apart;
-    - ``mlm_accuracy_{with,without}_image[_colour|_noun]``: every colour or noun word masked at
+    - ``mlm_accuracy_{with,without}_image[_colour|_shape]``: every colour or shape word masked at
       once, predicted with the image and with the image missing (its embedding features set to
       zero, :mod:`wma_core.perturb`);
     - ``d_matched``, ``d_mismatched``, ``d_mismatched_hard``: mean WPA distance of matched
@@ -577,12 +572,6 @@ def read_record(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-#: The least held-out hard-negative ITM accuracy a checkpoint of each scale must reach
-#: (:func:`main` exits non-zero below it, so the build stops): below it the checkpoint does not
-#: read what captions name. The smoke scale is too small to ground anything and is not checked.
-MIN_HARD_ITM = {"default": 0.8}
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m wma_core.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="default")
@@ -593,16 +582,9 @@ def main(argv=None) -> int:
     folder = pretrain(SCALES[args.scale], args.out, progress=not args.quiet, heartbeat=args.heartbeat)
     rec = read_record(folder)
     m = rec["metrics"]
-    print(f"held-out ITM accuracy {m['itm_accuracy']:.3f}; masked colour/noun words "
+    print(f"held-out ITM accuracy {m['itm_accuracy']:.3f}; masked colour/shape words "
           f"{m['mlm_accuracy_with_image']:.3f} with the image, {m['mlm_accuracy_without_image']:.3f} without; "
           f"train {rec['timings']['train_seconds']:.0f} s")
-    floor = MIN_HARD_ITM.get(args.scale)
-    if floor is not None and not m["itm_accuracy_hard"] >= floor:
-        print(f"error: {folder}: held-out hard-negative ITM accuracy {m['itm_accuracy_hard']:.3f} is below "
-              f"{floor} (wma_core.pretrain.MIN_HARD_ITM[{args.scale!r}]): this checkpoint does not ground its "
-              "captions, and the book's question (does fine-tuning keep a pretrained alignment?) has nothing "
-              "to test. Change the recipe in wma_core.pretrain.SCALES and rebuild.", file=sys.stderr)
-        return 3
     print(folder)
     return 0
 

@@ -1,14 +1,13 @@
 """What pretraining buys: the study helpers of the pretraining chapter.
 
 - :func:`loss_curves`: the three pretraining losses per step (from ``pretrain.json``);
-- :func:`held_out_table`: held-out ITM accuracy, masked colour/noun-word accuracy with and
+- :func:`held_out_table`: held-out ITM accuracy, masked colour/shape-word accuracy with and
   without the image, WPA distance of matched and mismatched pairs, pretrained vs random weights;
 - :func:`twin_gap`: mean D(mismatched) - D(matched) on a twin's test split, pretrained vs random
   weights of the same configuration (D = ``ot_distance(image, text)``, ViLT's order);
 - :func:`d0_table`: D0 (mean D on the first training batch under the initial weights) per dataset,
   and the same on shuffled pairs (:func:`shuffled_pairs`);
-- :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation;
-- :func:`ceilings_table`: what each twin asks for (:mod:`wma_study.ceilings`).
+- :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation.
 """
 
 from __future__ import annotations
@@ -193,18 +192,6 @@ def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executo
         metric = rec["headline_metric"]
         rows.append({"dataset": ds, "init": name, "seed": seed, "metric": metric, "value": rec["metrics"]["normal"][metric]})
     return pd.DataFrame(rows)
-
-
-def ceilings_table(datasets, scale: str = "default") -> pd.DataFrame:
-    """:func:`wma_study.ceilings.ceilings` of each twin of ``scale`` (raw folder of the twin)."""
-    from .ceilings import ceilings
-    from .experiments import prepare_data, twin_raw_dir
-
-    frames = []
-    for ds in datasets:
-        prepare_data(ds, scale)  # writes the twin on first use
-        frames.append(ceilings(ds, twin_raw_dir(ds, scale)))
-    return pd.concat(frames, ignore_index=True)
 
 
 def checkpoint_folder(scale: str) -> Path:

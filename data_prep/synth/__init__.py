@@ -1,18 +1,13 @@
 """Synthetic twins: generators that write each dataset's raw layout (see DESIGN.md section 2).
 
-The image+text twins and the pretraining corpus share one world (:mod:`.world`): scenes of
-coloured noun glyphs that words name. Each twin's label needs its modalities together, as the
-real datasets' do (Hateful Memes: an attack on a noun that the image shows; the feature twins:
-an interaction of text and video besides additive parts), plus weaker unimodal cues.
-`prepare` ingests a twin exactly like the real data. Every twin also leaves its
-generating statistics in ``RAW/world.json``, which no reader reads (chapter 00's ceilings,
-:func:`wma_study.ceilings.ceilings`).
+Each twin is a real multimodal task: a latent factor shared by every modality and one unique to
+each both drive the label, so each modality alone is informative, together they are better, and
+losing one costs a share but not everything. `prepare` ingests a twin exactly like the real data.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from ..config import SynthConfig
@@ -28,14 +23,11 @@ def synthesize(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig(), 
     options: layout="archive" | "images+labels" for mmimdb.
     """
     task_spec(dataset)
-    if dataset in ("ur_funny", "mosei"):
-        return synth_multibench(dataset, out, cfg)  # writes its own world.json
-    written = synth_hateful_memes(out, cfg) if dataset == "hateful_memes" else synth_mmimdb(out, cfg, **options)
-    (Path(out) / WORLD_FILE).write_text(json.dumps(written["world"]), encoding="utf-8")
-    return written
-
-
-WORLD_FILE = "world.json"
+    if dataset == "hateful_memes":
+        return synth_hateful_memes(out, cfg)
+    if dataset == "mmimdb":
+        return synth_mmimdb(out, cfg, **options)
+    return synth_multibench(dataset, out, cfg)
 
 
 def code_digest() -> str:
@@ -46,4 +38,4 @@ def code_digest() -> str:
     return h.hexdigest()[:8]
 
 
-__all__ = ["code_digest", "synthesize", "WORLD_FILE", "synth_hateful_memes", "synth_mmimdb", "synth_multibench"]
+__all__ = ["code_digest", "synthesize", "synth_hateful_memes", "synth_mmimdb", "synth_multibench"]

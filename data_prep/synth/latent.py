@@ -1,9 +1,8 @@
-"""Latent factors of the feature twins: one shared by every modality, one unique to each, plus noise.
+"""Latent factors of a twin: one shared by every modality, one unique to each, plus noise.
 
-score = w_shared * z_shared + w_unique * sum_m z_unique[m] + noise is the additive part of their
-label (:mod:`.multibench` adds an interaction of text and video): each modality alone (which sees
-z_shared and its own z_unique) is informative, all together are better, and losing one modality
-costs its unique share but not everything. Also the split sizes every twin shares.
+score = w_shared * z_shared + w_unique * sum_m z_unique[m] + noise drives the label, so each
+modality alone (which sees z_shared and its own z_unique) is informative, all together are better,
+and losing one modality costs its unique share but not everything.
 """
 
 from __future__ import annotations

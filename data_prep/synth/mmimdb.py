@@ -7,12 +7,10 @@ Every movie has 1-3 of the 23 genres (popular genres more often). Genres are rev
 Text: the longest of 1-3 plots holds 2-3 keywords of each text-revealed genre (each genre shown
 with probability 0.9, or 0.8 for "both" genres) and, with probability 0.15, one keyword of a
 genre the movie does not have; the other plots are short and carry no keyword, so taking the
-longest plot matters. Image (JPEG poster, 96 x 64 px portrait, a scene of the world,
-:mod:`.world`): each image-revealed genre has an iconic noun (:data:`ICONS`), drawn in a slot
-of its own when the genre is shown (same probabilities, and a distractor icon with
-probability 0.15). The longest plot also names each depicted object with probability 1/2
-("... finds the crimson lion ..."), as real plots name what posters show. About 2 % of movies
-also list a genre outside the 23 ("Reality-TV", "News", "Talk-Show"), as the real files do.
+longest plot matters. Image (JPEG poster, portrait, 54-90 px wide): a 4 x 6 grid of grey tiles,
+4-6 of which (as many as are free) take the colour of each image-revealed genre (same probabilities, and a distractor
+colour with probability 0.15). About 2 % of movies also list a genre outside the 23
+("Reality-TV", "News", "Talk-Show"), as the real files do.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import MMIMDB_GENRES, SynthConfig
-from . import world as W
+from .drawing import tile_image
 from .latent import split_sizes
 from .words import GENRE_KEYWORDS, insert_words, sentence
 
@@ -32,12 +30,15 @@ BOTH = MMIMDB_GENRES[:8]
 TEXT_ONLY = MMIMDB_GENRES[8:16]
 IMAGE_ONLY = MMIMDB_GENRES[16:]
 IMAGE_GENRES = BOTH + IMAGE_ONLY
-#: The iconic noun of each image-revealed genre (15 genres, the world's 15 nouns).
-ICONS = dict(zip(IMAGE_GENRES, W.NOUNS))
-P_NAME_OBJECT = 0.5
-POSTER_LAYOUT = (3, 2)  # 96 x 64 pixels
+# 15 well separated colours (one per image-revealed genre).
+PALETTE = np.array([
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
+    (128, 0, 0), (0, 0, 128), (128, 128, 0),
+])
 EXTRA_GENRES = ("Reality-TV", "News", "Talk-Show")
 P_SHOW, P_SHOW_BOTH, P_DISTRACT = 0.9, 0.8, 0.15
+ROWS, COLS = 6, 4
 
 
 def pick_genres(rng: np.random.Generator) -> list[str]:
@@ -47,8 +48,7 @@ def pick_genres(rng: np.random.Generator) -> list[str]:
     return [MMIMDB_GENRES[i] for i in sorted(idx)]
 
 
-def plots(rng: np.random.Generator, genres: list[str], scene: W.Scene | None = None) -> list[str]:
-    """1-3 plots; the longest holds the genre keywords and names some of ``scene``'s objects."""
+def plots(rng: np.random.Generator, genres: list[str]) -> list[str]:
     keywords = []
     for g in genres:
         p = P_SHOW_BOTH if g in BOTH else P_SHOW
@@ -58,10 +58,6 @@ def plots(rng: np.random.Generator, genres: list[str], scene: W.Scene | None = N
         other = [g for g in GENRE_KEYWORDS if g not in genres]
         g = other[rng.integers(len(other))]
         keywords.append(GENRE_KEYWORDS[g][rng.integers(3)])
-    if scene is not None:
-        for o in scene.objects:
-            if rng.random() < P_NAME_OBJECT:
-                keywords.append(f"the {o.colour} {o.noun}")
     main = " ".join(insert_words(rng, sentence(rng, int(rng.integers(10, 18))), keywords)) + "."
     shorts = [" ".join(sentence(rng, int(rng.integers(4, 9)))) + "." for _ in range(int(rng.integers(0, 3)))]
     shorts = [s for s in shorts if len(s) < len(main)]
@@ -70,18 +66,22 @@ def plots(rng: np.random.Generator, genres: list[str], scene: W.Scene | None = N
     return [texts[k].capitalize() for k in order]
 
 
-def poster_scene(rng: np.random.Generator, genres: list[str]) -> W.Scene:
-    """The icons of the shown image-revealed genres (and maybe a distractor), in free slots."""
+def poster(rng: np.random.Generator, genres: list[str]) -> np.ndarray:
+    width = int(rng.integers(54, 91))
+    height = int(round(width * rng.uniform(1.35, 1.6)))
+    grey = rng.integers(90, 171, size=(ROWS, COLS))
+    colours = np.repeat(grey[..., None], 3, axis=2)
+    free = list(rng.permutation(ROWS * COLS))
     shown = [g for g in genres if g in IMAGE_GENRES and rng.random() < (P_SHOW_BOTH if g in BOTH else P_SHOW)]
     if rng.random() < P_DISTRACT:
         other = [g for g in IMAGE_GENRES if g not in genres]
         shown.append(other[rng.integers(len(other))])
-    icons = [ICONS[g] for g in shown]
-    return W.random_scene(rng, len(icons), layout=POSTER_LAYOUT, nouns=icons)
-
-
-def poster(rng: np.random.Generator, scene: W.Scene) -> np.ndarray:
-    return W.draw(rng, scene)
+    for g in shown:
+        for _ in range(int(rng.integers(4, 7))):
+            if free:
+                cell = free.pop()
+                colours[cell // COLS, cell % COLS] = PALETTE[IMAGE_GENRES.index(g)]
+    return tile_image(rng, height, width, colours, noise=8.0)
 
 
 def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str = "archive") -> dict:
@@ -96,7 +96,7 @@ def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str 
     sizes = split_sizes(cfg.n, cfg.splits)
     ids = [f"{k:07d}" for k in sorted(rng.choice(np.arange(1, 10**7), size=cfg.n, replace=False))]
     ids = [ids[k] for k in rng.permutation(cfg.n)]
-    written = {"genres": {}, "ids": {}, "longest_plot": {}, "world": {}}
+    written = {"genres": {}, "ids": {}, "longest_plot": {}}
     start = 0
     for split in ("train", "dev", "test"):
         split_ids = ids[start:start + sizes[split]]
@@ -105,14 +105,12 @@ def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str 
         written["genres"][split] = []
         for movie_id in split_ids:
             genres = pick_genres(rng)
-            scene = poster_scene(rng, genres)
-            movie_plots = plots(rng, genres, scene)
+            movie_plots = plots(rng, genres)
             listed = genres + ([EXTRA_GENRES[rng.integers(3)]] if rng.random() < 0.02 else [])
             meta = {"plot": movie_plots, "genres": listed, "title": " ".join(sentence(rng, 3)).title(),
                     "year": int(rng.integers(1920, 2017)), "imdb_id": movie_id, "director": "unknown"}
             (out / meta_dir / f"{movie_id}.json").write_text(json.dumps(meta), encoding="utf-8")
-            Image.fromarray(poster(rng, scene)).save(out / image_dir / f"{movie_id}.jpeg", quality=92)
-            written["world"][movie_id] = {"genres": genres, "scene": W.scene_record(scene), "split": split}
+            Image.fromarray(poster(rng, genres)).save(out / image_dir / f"{movie_id}.jpeg", quality=92)
             written["genres"][split].append(listed)
             written["longest_plot"][movie_id] = max(movie_plots, key=len)
     (out / "split.json").write_text(json.dumps({s: written["ids"][s] for s in ("train", "dev", "test")}), encoding="utf-8")

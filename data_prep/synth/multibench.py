@@ -6,8 +6,7 @@ UR-FUNNY labels float32 [N, 1] in {0, 1}, MOSEI labels float32 [N, 1, 1] in [-3,
 1/3). Sequences are word-aligned and left zero-padded (min(12, T)..T valid steps).
 
 Latents z_shared, z_text, z_video, z_audio drive score = z_shared + 0.8 * (z_text + z_video + z_audio)
-+ 0.8 * z_text * z_video + noise (the product is an interaction: what the video says matters
-more or less depending on what is said, which no sum of one-modality functions captures); UR-FUNNY label = score > 0, MOSEI label = clip(round(3 * (0.6 + 0.75 score)) / 3, -3, 3).
++ noise; UR-FUNNY label = score > 0, MOSEI label = clip(round(3 * (0.6 + 0.75 score)) / 3, -3, 3).
 - Text: words with fixed GloVe-like vectors; 6 words expressing z_shared and 6 expressing z_text
   (each from the + list with probability sigmoid(1.5 z), else from the - list), the rest filler.
 - Video and audio: per valid step, Gaussian noise (sd 0.5) plus a*(z_shared + e) * u_shared +
@@ -18,7 +17,6 @@ about 2 % (at least one) carry a few -inf audio values, which MultiBench sets to
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -31,7 +29,6 @@ from .words import FILLER, HUMOR_SHARED, HUMOR_TEXT, SENTIMENT_SHARED, SENTIMENT
 
 SIGNALS = {"ur_funny": (HUMOR_SHARED, HUMOR_TEXT), "mosei": (SENTIMENT_SHARED, SENTIMENT_TEXT)}
 TEXT_WORDS, SHARPNESS, AMPLITUDE, STEP_NOISE, EXPRESSION_NOISE = 6, 1.5, 0.5, 0.5, 0.6
-W_INTERACTION = 0.8
 
 
 def _unit(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -81,13 +78,12 @@ def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConf
     rng = np.random.default_rng(cfg.seed)
     n, steps, dims = cfg.n, cfg.steps, spec.feature_dims
     lat = sample_latents(rng, n, ("text", "video", "audio"))
-    score = lat.score + W_INTERACTION * lat.unique["text"] * lat.unique["video"]
     lengths = rng.integers(min(2 * TEXT_WORDS, steps), steps + 1, size=n)
     shared_words, text_words = SIGNALS[dataset]
     text = _text(rng, n, steps, lengths, lat, shared_words, text_words)
     video = _signal(rng, n, steps, dims["video"], lengths, lat.shared, lat.unique["video"])
     audio = _signal(rng, n, steps, dims["audio"], lengths, lat.shared, lat.unique["audio"])
-    labels = _labels(dataset, score)
+    labels = _labels(dataset, lat.score)
     ids = np.array([f"{dataset}_{k:05d}" for k in range(n)])
     sizes = split_sizes(n, cfg.splits)
     data, start = {}, 0
@@ -104,9 +100,4 @@ def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConf
         data[key] = {"vision": video[sl], "audio": audio[sl], "text": text[sl], "labels": labels[sl], "id": ids[sl]}
     with open(out / spec.raw_file, "wb") as f:
         pickle.dump(data, f, protocol=4)
-    split_of = {i: s for s, key in (("train", "train"), ("dev", "valid"), ("test", "test")) for i in data[key]["id"]}
-    world = {str(ids[i]): {"z_shared": float(lat.shared[i]), **{f"z_{m}": float(lat.unique[m][i]) for m in lat.unique},
-                           "label": float(np.asarray(labels[i]).reshape(-1)[0]), "split": split_of[ids[i]]}
-             for i in range(n)}
-    (out / "world.json").write_text(json.dumps(world), encoding="utf-8")  # generating statistics; no reader reads it
     return data

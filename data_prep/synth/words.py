@@ -1,8 +1,7 @@
 """A small real-English vocabulary for the synthetic twins.
 
 FILLER_* words carry no label signal; the SIGNAL groups below (and the MM-IMDb genre keywords) do.
-No filler word appears in any signal group, nor is a noun or colour of the world
-(:mod:`.world`), which name what images show (checked by the tests).
+No filler word appears in any signal group (checked by the tests).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ forgets decides tries hides shows joins starts stops changes plays sings paints 
 FILLER_ADJECTIVES = """
 young old small big tall short quiet loud early late new long strange simple busy empty full
 bright dark cold hot wet dry heavy light rich poor local famous distant hidden open narrow wide
-white black brown round flat deep clever lucky tired hungry
+green blue red yellow white black brown round flat deep clever lucky tired hungry
 """.split()
 FILLER_FUNCTION = """
 the a an his her their this that one some every another with from into near after before under
@@ -68,17 +67,6 @@ GENRE_KEYWORDS = {
 }
 
 FILLER = FILLER_NOUNS + FILLER_VERBS + FILLER_ADJECTIVES + FILLER_FUNCTION
-MEME_SUBJECTS = ("we", "i", "they", "people", "everyone")
-
-
-def twin_vocabulary() -> tuple[str, ...]:
-    """Every word a twin's text can hold apart from the world's nouns and colours (sorted): the
-    pretraining corpus carries them all, so the tokenizer fitted on it knows every twin word."""
-    groups = [MEME_SHARED, MEME_TEXT, HUMOR_SHARED, HUMOR_TEXT, SENTIMENT_SHARED, SENTIMENT_TEXT]
-    words = set(FILLER) | set(MEME_SUBJECTS) | {w for o in MEME_OPENERS for w in o.split()}
-    words |= {w for pair in groups for side in pair for w in side}
-    words |= {w for ws in GENRE_KEYWORDS.values() for w in ws}
-    return tuple(sorted(words))
 
 
 def sentence(rng: np.random.Generator, n_words: int) -> list[str]:
