@@ -1,0 +1,96 @@
+"""Pretraining corpus: label-free image-caption pairs in COCO captions' layout.
+
+Written as the 2017 COCO captions release ships (see :mod:`data_prep.readers.coco`)::
+
+    RAW/annotations/captions_train2017.json   {"info", "licenses", "images", "annotations"}
+    RAW/annotations/captions_val2017.json
+    RAW/train2017/<12-digit id>.jpg           (images of the train split)
+    RAW/val2017/<12-digit id>.jpg
+
+Every image has ``CAPTIONS_PER_IMAGE`` captions (COCO has about five). The scenes are the
+twins' world (:mod:`.world`): one kind of scene, 1-3 coloured noun glyphs in the slots of a
+64 x 64, 64 x 96 or 96 x 64 image, drawn with seeds disjoint from every twin (the generator is
+seeded with ``[CORPUS_SEED_TAG, seed]``, a seed sequence no twin's integer seed can produce),
+and carry no label. A caption names every object's colour, noun and place ("a red lion at the
+top left and a blue kite at the bottom right"): token-level grounding, the words name what
+particular patches show. Since there is one kind of scene, any other image is a negative of the
+same kind, and a caption can only be matched by reading what it names.
+
+About half the captions end with a clause of words of the twins' vocabulary
+(:func:`.words.twin_vocabulary`) that name nothing in the image, so that a tokenizer fitted on
+the corpus knows every word of every twin.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ...config import SynthConfig
+from . import world as W
+from .vocab import twin_vocabulary
+
+CORPUS_SEED_TAG = 0x434F434F  # "COCO": makes the corpus' seed sequence disjoint from the twins'
+CAPTIONS_PER_IMAGE = 2
+VAL_SHARE = 0.1
+P_TAIL = 0.5
+OPENERS = ("", "a picture of", "an image with", "there is", "here we see", "look at")
+
+
+def corpus_rng(seed: int) -> np.random.Generator:
+    """The corpus' generator: disjoint from every twin's ``default_rng(seed)`` stream."""
+    return np.random.default_rng([CORPUS_SEED_TAG, int(seed)])
+
+
+def caption(rng: np.random.Generator, scene: W.Scene, vocab: tuple) -> str:
+    """Every object described, in a random order, after a random opener; maybe a vocabulary tail."""
+    phrases = [W.describe(scene.objects[k], scene) for k in rng.permutation(len(scene.objects))]
+    opener = OPENERS[rng.integers(len(OPENERS))]
+    text = " ".join(w for w in (opener, " and ".join(phrases)) if w)
+    if rng.random() < P_TAIL:
+        text += " , " + " ".join(vocab[i] for i in rng.integers(len(vocab), size=int(rng.integers(3, 7))))
+    return text
+
+
+def scene(rng: np.random.Generator, vocab: tuple) -> tuple[np.ndarray, list[str], W.Scene]:
+    """One image and ``CAPTIONS_PER_IMAGE`` captions of it."""
+    sc = W.random_scene(rng, int(rng.integers(1, 4)))
+    img = W.draw(rng, sc)
+    return img, [caption(rng, sc, vocab) for _ in range(CAPTIONS_PER_IMAGE)], sc
+
+
+def synth_captions(out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
+    """Write ``cfg.n`` images (about 10 % in val2017) with their captions under ``out``.
+
+    Returns ``{"train": n_images, "val": n_images, "kinds": {"scene": n}}``.
+    """
+    out = Path(out)
+    rng = corpus_rng(cfg.seed)
+    vocab = twin_vocabulary()
+    n_val = max(1, int(round(VAL_SHARE * cfg.n)))
+    ids = rng.choice(np.arange(1, 10**6), size=cfg.n, replace=False)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    ann_id = 0
+    splits = {"val": range(0, n_val), "train": range(n_val, cfg.n)}
+    for split, idx in splits.items():
+        folder = f"{split}2017"
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for i in idx:
+            img, captions, _ = scene(rng, vocab)
+            image_id = int(ids[i])
+            name = f"{image_id:012d}.jpg"
+            Image.fromarray(img).save(out / folder / name, quality=92)
+            images.append({"id": image_id, "file_name": name, "height": int(img.shape[0]), "width": int(img.shape[1]),
+                           "license": 0, "coco_url": "", "date_captured": ""})
+            for text in captions:
+                ann_id += 1
+                annotations.append({"id": ann_id, "image_id": image_id, "caption": text})
+        doc = {"info": {"description": "synthetic pretraining corpus in COCO captions' layout", "version": "1.0",
+                        "year": 2017},
+               "licenses": [{"id": 0, "name": "synthetic", "url": ""}], "images": images, "annotations": annotations}
+        (out / "annotations" / f"captions_{folder}.json").write_text(json.dumps(doc), encoding="utf-8")
+    return {"train": len(splits["train"]), "val": len(splits["val"]), "kinds": {"scene": cfg.n}}
