@@ -23,28 +23,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...config import MMIMDB_GENRES, SynthConfig
+from ...config import SynthConfig
 from . import world as W
 from ..latent import split_sizes
+from ..mmimdb import BOTH, EXTRA_GENRES, IMAGE_GENRES, P_DISTRACT, P_SHOW, P_SHOW_BOTH, pick_genres
 from ..words import GENRE_KEYWORDS, insert_words, sentence
 
-BOTH = MMIMDB_GENRES[:8]
-TEXT_ONLY = MMIMDB_GENRES[8:16]
-IMAGE_ONLY = MMIMDB_GENRES[16:]
-IMAGE_GENRES = BOTH + IMAGE_ONLY
 #: The iconic noun of each image-revealed genre (15 genres, the world's 15 nouns).
 ICONS = dict(zip(IMAGE_GENRES, W.NOUNS))
 P_NAME_OBJECT = 0.5
 POSTER_LAYOUT = (3, 2)  # 96 x 64 pixels
-EXTRA_GENRES = ("Reality-TV", "News", "Talk-Show")
-P_SHOW, P_SHOW_BOTH, P_DISTRACT = 0.9, 0.8, 0.15
-
-
-def pick_genres(rng: np.random.Generator) -> list[str]:
-    weights = np.linspace(3.0, 1.0, len(MMIMDB_GENRES))
-    k = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
-    idx = rng.choice(len(MMIMDB_GENRES), size=k, replace=False, p=weights / weights.sum())
-    return [MMIMDB_GENRES[i] for i in sorted(idx)]
 
 
 def plots(rng: np.random.Generator, genres: list[str], scene: W.Scene | None = None) -> list[str]:
