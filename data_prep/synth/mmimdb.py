@@ -84,8 +84,18 @@ def poster(rng: np.random.Generator, genres: list[str]) -> np.ndarray:
     return tile_image(rng, height, width, colours, noise=8.0)
 
 
-def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str = "archive") -> dict:
-    """Write the twin; returns {"genres": {split: [[genre, ...], ...]}, "ids", "longest_plot"}."""
+def _tile_content(rng: np.random.Generator, genres: list[str]):
+    """This twin's plots and poster: ``(plots, draw_poster(rng) -> image, None)``."""
+    return plots(rng, genres), lambda r: poster(r, genres), None
+
+
+def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str = "archive", content=_tile_content) -> dict:
+    """Write the twin; returns {"genres": {split: [[genre, ...], ...]}, "ids", "longest_plot"} (and
+    "world": {id: generating statistics} when ``content`` gives them).
+
+    ``content(rng, genres) -> (plots, draw_poster, world_record | None)`` decides a movie's text and
+    image (``draw_poster(rng)`` is called after the metadata is drawn); the grounded world
+    (:mod:`data_prep.synth.grounded.mmimdb`) passes its own."""
     if layout not in ("archive", "images+labels"):
         raise ValueError(f"layout must be 'archive' or 'images+labels', got {layout!r}")
     out = Path(out)
@@ -97,6 +107,7 @@ def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str 
     ids = [f"{k:07d}" for k in sorted(rng.choice(np.arange(1, 10**7), size=cfg.n, replace=False))]
     ids = [ids[k] for k in rng.permutation(cfg.n)]
     written = {"genres": {}, "ids": {}, "longest_plot": {}}
+    world = {}
     start = 0
     for split in ("train", "dev", "test"):
         split_ids = ids[start:start + sizes[split]]
@@ -105,13 +116,17 @@ def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str 
         written["genres"][split] = []
         for movie_id in split_ids:
             genres = pick_genres(rng)
-            movie_plots = plots(rng, genres)
+            movie_plots, draw_poster, record = content(rng, genres)
             listed = genres + ([EXTRA_GENRES[rng.integers(3)]] if rng.random() < 0.02 else [])
             meta = {"plot": movie_plots, "genres": listed, "title": " ".join(sentence(rng, 3)).title(),
                     "year": int(rng.integers(1920, 2017)), "imdb_id": movie_id, "director": "unknown"}
             (out / meta_dir / f"{movie_id}.json").write_text(json.dumps(meta), encoding="utf-8")
-            Image.fromarray(poster(rng, genres)).save(out / image_dir / f"{movie_id}.jpeg", quality=92)
+            Image.fromarray(draw_poster(rng)).save(out / image_dir / f"{movie_id}.jpeg", quality=92)
+            if record is not None:
+                world[movie_id] = {**record, "split": split}
             written["genres"][split].append(listed)
             written["longest_plot"][movie_id] = max(movie_plots, key=len)
     (out / "split.json").write_text(json.dumps({s: written["ids"][s] for s in ("train", "dev", "test")}), encoding="utf-8")
+    if world:
+        written["world"] = world
     return written

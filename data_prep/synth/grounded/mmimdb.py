@@ -17,16 +17,14 @@ also list a genre outside the 23 ("Reality-TV", "News", "Talk-Show"), as the rea
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ...config import SynthConfig
 from . import world as W
-from ..latent import split_sizes
-from ..mmimdb import BOTH, EXTRA_GENRES, IMAGE_GENRES, P_DISTRACT, P_SHOW, P_SHOW_BOTH, pick_genres
+from ..mmimdb import BOTH, IMAGE_GENRES, P_DISTRACT, P_SHOW, P_SHOW_BOTH
+from ..mmimdb import synth_mmimdb as write_mmimdb
 from ..words import GENRE_KEYWORDS, insert_words, sentence
 
 #: The iconic noun of each image-revealed genre (15 genres, the world's 15 nouns).
@@ -72,36 +70,13 @@ def poster(rng: np.random.Generator, scene: W.Scene) -> np.ndarray:
     return W.draw(rng, scene)
 
 
+def _grounded_content(rng: np.random.Generator, genres: list[str]):
+    """A poster scene of the genres' icons, plots that name some of its objects."""
+    scene = poster_scene(rng, genres)
+    return plots(rng, genres, scene), lambda r: poster(r, scene), {"genres": genres, "scene": W.scene_record(scene)}
+
+
 def synth_mmimdb(out: str | Path, cfg: SynthConfig = SynthConfig(), layout: str = "archive") -> dict:
-    """Write the twin; returns {"genres": {split: [[genre, ...], ...]}, "ids", "longest_plot"}."""
-    if layout not in ("archive", "images+labels"):
-        raise ValueError(f"layout must be 'archive' or 'images+labels', got {layout!r}")
-    out = Path(out)
-    image_dir, meta_dir = ("dataset", "dataset") if layout == "archive" else ("images", "labels")
-    (out / image_dir).mkdir(parents=True, exist_ok=True)
-    (out / meta_dir).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    sizes = split_sizes(cfg.n, cfg.splits)
-    ids = [f"{k:07d}" for k in sorted(rng.choice(np.arange(1, 10**7), size=cfg.n, replace=False))]
-    ids = [ids[k] for k in rng.permutation(cfg.n)]
-    written = {"genres": {}, "ids": {}, "longest_plot": {}, "world": {}}
-    start = 0
-    for split in ("train", "dev", "test"):
-        split_ids = ids[start:start + sizes[split]]
-        start += sizes[split]
-        written["ids"][split] = split_ids
-        written["genres"][split] = []
-        for movie_id in split_ids:
-            genres = pick_genres(rng)
-            scene = poster_scene(rng, genres)
-            movie_plots = plots(rng, genres, scene)
-            listed = genres + ([EXTRA_GENRES[rng.integers(3)]] if rng.random() < 0.02 else [])
-            meta = {"plot": movie_plots, "genres": listed, "title": " ".join(sentence(rng, 3)).title(),
-                    "year": int(rng.integers(1920, 2017)), "imdb_id": movie_id, "director": "unknown"}
-            (out / meta_dir / f"{movie_id}.json").write_text(json.dumps(meta), encoding="utf-8")
-            Image.fromarray(poster(rng, scene)).save(out / image_dir / f"{movie_id}.jpeg", quality=92)
-            written["world"][movie_id] = {"genres": genres, "scene": W.scene_record(scene), "split": split}
-            written["genres"][split].append(listed)
-            written["longest_plot"][movie_id] = max(movie_plots, key=len)
-    (out / "split.json").write_text(json.dumps({s: written["ids"][s] for s in ("train", "dev", "test")}), encoding="utf-8")
-    return written
+    """Write the twin in MM-IMDb's layout (:func:`data_prep.synth.mmimdb.synth_mmimdb`, with this
+    world's posters and plots); returns what it returns, "world" included."""
+    return write_mmimdb(out, cfg, layout, content=_grounded_content)
