@@ -199,28 +199,19 @@ def _recaption(rng: np.random.Generator, kind: str, first: str) -> str:
     return f"{' '.join(words)} , {clause}"
 
 
-def synth_captions(out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
-    """Write ``cfg.n`` images (about 10 % in val2017) with their captions under ``out``.
-
-    Returns ``{"train": n_images, "val": n_images, "kinds": {kind: n}}``.
-    """
-    out = Path(out)
-    rng = corpus_rng(cfg.seed)
-    n_val = max(1, int(round(VAL_SHARE * cfg.n)))
-    lat = sample_latents(rng, cfg.n, ("text", "image"))
-    ids = rng.choice(np.arange(1, 10**6), size=cfg.n, replace=False)
+def write_coco(out: Path, ids, splits: dict, draw) -> None:
+    """Write ``RAW/annotations/captions_<split>2017.json`` and ``RAW/<split>2017/<id>.jpg``:
+    ``splits`` maps ``"val"``/``"train"`` to sample indices, ``draw(i) -> (image, captions)``
+    makes sample i's picture and captions (called in index order, split by split), ``ids[i]``
+    is its image id."""
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    counts = {k: 0 for k in KINDS}
     ann_id = 0
-    splits = {"val": range(0, n_val), "train": range(n_val, cfg.n)}
     for split, idx in splits.items():
         folder = f"{split}2017"
         (out / folder).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for i in idx:
-            kind = KINDS[i % len(KINDS)]
-            counts[kind] += 1
-            img, captions = scene(rng, kind, (lat.shared[i], lat.unique["text"][i], lat.unique["image"][i]))
+            img, captions = draw(i)
             image_id = int(ids[i])
             name = f"{image_id:012d}.jpg"
             Image.fromarray(img).save(out / folder / name, quality=92)
@@ -233,4 +224,25 @@ def synth_captions(out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
                         "year": 2017},
                "licenses": [{"id": 0, "name": "synthetic", "url": ""}], "images": images, "annotations": annotations}
         (out / "annotations" / f"captions_{folder}.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+def synth_captions(out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
+    """Write ``cfg.n`` images (about 10 % in val2017) with their captions under ``out``.
+
+    Returns ``{"train": n_images, "val": n_images, "kinds": {kind: n}}``.
+    """
+    out = Path(out)
+    rng = corpus_rng(cfg.seed)
+    n_val = max(1, int(round(VAL_SHARE * cfg.n)))
+    lat = sample_latents(rng, cfg.n, ("text", "image"))
+    ids = rng.choice(np.arange(1, 10**6), size=cfg.n, replace=False)
+    counts = {k: 0 for k in KINDS}
+    splits = {"val": range(0, n_val), "train": range(n_val, cfg.n)}
+
+    def draw(i):
+        kind = KINDS[i % len(KINDS)]
+        counts[kind] += 1
+        return scene(rng, kind, (lat.shared[i], lat.unique["text"][i], lat.unique["image"][i]))
+
+    write_coco(out, ids, splits, draw)
     return {"train": len(splits["train"]), "val": len(splits["val"]), "kinds": counts}

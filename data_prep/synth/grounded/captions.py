@@ -23,14 +23,13 @@ the corpus knows every word of every twin.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ...config import SynthConfig
 from . import world as W
+from ..captions import write_coco
 from .vocab import twin_vocabulary
 
 CORPUS_SEED_TAG = 0x434F434F  # "COCO": makes the corpus' seed sequence disjoint from the twins'
@@ -72,25 +71,6 @@ def synth_captions(out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
     vocab = twin_vocabulary()
     n_val = max(1, int(round(VAL_SHARE * cfg.n)))
     ids = rng.choice(np.arange(1, 10**6), size=cfg.n, replace=False)
-    (out / "annotations").mkdir(parents=True, exist_ok=True)
-    ann_id = 0
     splits = {"val": range(0, n_val), "train": range(n_val, cfg.n)}
-    for split, idx in splits.items():
-        folder = f"{split}2017"
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        for i in idx:
-            img, captions, _ = scene(rng, vocab)
-            image_id = int(ids[i])
-            name = f"{image_id:012d}.jpg"
-            Image.fromarray(img).save(out / folder / name, quality=92)
-            images.append({"id": image_id, "file_name": name, "height": int(img.shape[0]), "width": int(img.shape[1]),
-                           "license": 0, "coco_url": "", "date_captured": ""})
-            for text in captions:
-                ann_id += 1
-                annotations.append({"id": ann_id, "image_id": image_id, "caption": text})
-        doc = {"info": {"description": "synthetic pretraining corpus in COCO captions' layout", "version": "1.0",
-                        "year": 2017},
-               "licenses": [{"id": 0, "name": "synthetic", "url": ""}], "images": images, "annotations": annotations}
-        (out / "annotations" / f"captions_{folder}.json").write_text(json.dumps(doc), encoding="utf-8")
+    write_coco(out, ids, splits, lambda i: scene(rng, vocab)[:2])
     return {"train": len(splits["train"]), "val": len(splits["val"]), "kinds": {"scene": cfg.n}}
