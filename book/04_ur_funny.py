@@ -170,6 +170,18 @@ publish(figures.comparison_figure(cmp2, a="min_ot", b="wma", title=f"UR-FUNNY: m
 # {glue:text}`t2_verdict_normal`; noise {glue:text}`t2_gain_noise`, {glue:text}`t2_verdict_noise`;
 # missing {glue:text}`t2_gain_missing`, {glue:text}`t2_verdict_missing`.
 #
+# ## WMA against L2-SP
+#
+# A control the paper does not have: L2-SP, an L2 penalty $(\lambda/2)\lVert\theta-\theta_0\rVert^2$
+# towards the starting backbone, at the strength pre-registered from its own dev runs
+# (`wma_study.l2sp`). It keeps the network near where it started without looking at the OT
+# distance, so a WMA gain over the baseline that L2-SP matches is no evidence that keeping the
+# alignment is what helps. Positive = WMA better.
+
+# %%
+sp = chapters.l2sp_section(runs, DATASET, b=wma, title="UR-FUNNY, control", b_detail=f"WMA (α={alpha:g}, β={beta:g})")
+
+# %% [markdown]
 # ## Where the OT distance goes
 #
 # Every run records D0, the mean OT distance of each modality pair over the first training batch

@@ -137,30 +137,47 @@ def run_watched(cmd: list, *, log: Path | None = None, heartbeat: Path | None = 
 
 
 def pretrain_step(scale: str, logs: Path, hang_after: float = HANG_AFTER) -> float | None:
-    """Build (or reuse) the pretrained miniature the profile fine-tunes from, once, before any
-    notebook starts: ``python -m wma_core.pretrain`` with every core, watched by its heartbeat
-    (:func:`run_watched`). Returns its seconds, or ``None`` when the profile fine-tunes from
-    something else (the paper scale's hub model); raises :class:`StepFailed`."""
+    """Build (or reuse) the pretrained miniature the profile fine-tunes from, every replicated
+    backbone of it (``Profile.backbones``), before any notebook starts: one
+    ``python -m wma_core.pretrain --backbone K`` per backbone, side by side with the cores shared
+    out between them (a backbone's checkpoint does not depend on the thread count but for float
+    rounding), each watched by its heartbeat (:func:`run_watched`). Returns the step's seconds,
+    or ``None`` when the profile fine-tunes from something else (the paper scale's hub model);
+    raises :class:`StepFailed` naming the backbone whose pretraining failed."""
     from wma_study.experiments import PRETRAINED, get_profile
 
-    if get_profile(scale).model != PRETRAINED:
+    profile = get_profile(scale)
+    if profile.model != PRETRAINED:
         return None
     t0 = time.perf_counter()
     logs.mkdir(parents=True, exist_ok=True)
-    beat = logs / "pretraining.beat"
-    cmd = [sys.executable, "-m", "wma_core.pretrain", "--scale", "smoke" if scale == "smoke" else "default", "--quiet",
-           "--heartbeat", str(beat)]
-    print(f"[build] pretrain the miniature ({' '.join(cmd[1:6])})", flush=True)
-    res = run_watched(cmd, log=logs / "pretraining.log", heartbeat=beat, hang_after=hang_after)
-    beat.unlink(missing_ok=True)
-    if res["returncode"] != 0:
-        why = f"hung {res['attempts']} times (no progress for {hang_after:g} s)" if res["hung"] else f"exit {res['returncode']}"
-        raise StepFailed(f"pretraining failed ({why}); its log: {logs / 'pretraining.log'}\n" + "\n".join(res["tail"][-15:]))
-    lines = res["tail"]
-    seconds = time.perf_counter() - t0
-    print(f"[build] pretrained {seconds:.0f} s: {lines[-2] if len(lines) > 1 else ''}\n        -> {lines[-1] if lines else ''}",
-          flush=True)
-    return seconds
+    backbones = list(profile.backbones)
+    threads = max(1, (os.cpu_count() or 1) // len(backbones))
+
+    def one(k: int) -> tuple[int, dict, float, str]:
+        t_k = time.perf_counter()
+        name = "pretraining" if k == 0 else f"pretraining-b{k}"
+        beat = logs / f"{name}.beat"
+        cmd = [sys.executable, "-m", "wma_core.pretrain", "--scale", "smoke" if scale == "smoke" else "default",
+               "--backbone", str(k), "--quiet", "--heartbeat", str(beat)]
+        env = {"OMP_NUM_THREADS": str(threads)} if len(backbones) > 1 else None
+        res = run_watched(cmd, log=logs / f"{name}.log", heartbeat=beat, hang_after=hang_after, env=env)
+        beat.unlink(missing_ok=True)
+        return k, res, time.perf_counter() - t_k, name
+
+    print(f"[build] pretrain the miniature: {len(backbones)} backbone(s) "
+          f"(python -m wma_core.pretrain --backbone K, {threads} thread(s) each)", flush=True)
+    with cf.ThreadPoolExecutor(max_workers=len(backbones)) as pool:
+        done = list(pool.map(one, backbones))
+    for k, res, seconds, name in done:
+        if res["returncode"] != 0:
+            why = f"hung {res['attempts']} times (no progress for {hang_after:g} s)" if res["hung"] else f"exit {res['returncode']}"
+            raise StepFailed(f"pretraining of backbone {k} failed ({why}); its log: {logs / (name + '.log')}\n"
+                             + "\n".join(res["tail"][-15:]))
+        lines = res["tail"]
+        print(f"[build] pretrained backbone {k} in {seconds:.0f} s: {lines[-2] if len(lines) > 1 else ''}\n"
+              f"        -> {lines[-1] if lines else ''}", flush=True)
+    return time.perf_counter() - t0
 
 
 def sweep_step(scale: str, chapters: list, plan_out: Path, address: str | None, executor: str = "ray") -> dict:

@@ -107,9 +107,9 @@ def setup(tmp_path_factory):
 
 def test_runs_frame_rows_and_filters(setup):
     store, data_dir, runs = setup
-    assert list(runs.columns) == ["key", "dataset", "method", "alpha", "beta", "target", "lr", "seed", "epochs",
-                                  "batch_size", "model", "data", "split", "test_case", "metric", "value", "collapsed",
-                                  "feasible", "at_prior"]
+    assert list(runs.columns) == ["key", "dataset", "method", "alpha", "beta", "target", "lr", "l2sp", "seed", "epochs",
+                                  "batch_size", "model", "backbone", "data", "init", "split", "test_case", "metric",
+                                  "value", "collapsed", "feasible", "at_prior"]
     # hateful memes: 3+3+3+3+2 runs x (5 cases x 2 metrics + 2 dev metrics); mosei: 6 runs x (7 x 2 + 2)
     assert len(runs) == 14 * 12 + 6 * 16
     assert runs["key"].nunique() == 20

@@ -176,6 +176,41 @@ class WMARegulariser:
         return self.cfg.alpha * total, stats
 
 
+class L2SP:
+    """L2-SP (Li, Grandvalet & Davoine, ICML 2018): an L2 penalty towards the starting point.
+
+    For the backbone's parameters ``θ_j`` (the head is left out: it has no pretrained start)
+    and their values ``θ_j^0`` when the run starts::
+
+        R_sp = (λ / 2) Σ_j ||θ_j − θ_j^0||²
+
+    It keeps the whole network near its initialisation, whatever its token geometry; WMA keeps
+    one statistic of that geometry (D) near β·D0. So it separates "keeps the alignment" from
+    "stays near the start". AdamW's weight decay (towards 0) still applies to every weight.
+
+    Args:
+        params: the backbone's parameters (``[tensor]``); frozen ones are left out.
+        strength: ``λ`` >= 0.
+    """
+
+    def __init__(self, params, strength: float):
+        if not strength >= 0:
+            raise ValueError(f"the L2-SP strength must be >= 0, got {strength}")
+        self.strength = float(strength)
+        self.params = [p for p in params if p.requires_grad]
+        self.anchors = [p.detach().clone() for p in self.params]
+
+    def __call__(self) -> torch.Tensor:
+        """``R_sp``, a scalar with gradient ``λ (θ_j − θ_j^0)`` for every parameter."""
+        total = sum(((p.float() - a.float()) ** 2).sum() for p, a in zip(self.params, self.anchors))
+        return 0.5 * self.strength * total
+
+    def distance(self) -> float:
+        """``||θ − θ^0||`` over all those parameters (no gradient)."""
+        with torch.no_grad():
+            return float(sum(((p.float() - a.float()) ** 2).sum() for p, a in zip(self.params, self.anchors)) ** 0.5)
+
+
 def task_loss(kind: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The task loss of a head's ``output`` ``[B, n_out]``, in float32: BCE with logits for
     ``binary`` and ``multilabel`` tasks, L1 for ``regression`` (MOSEI, as MultiBench trains it)."""

@@ -33,7 +33,11 @@ reused. A checkpoint (``last.pt``, loadable with ``torch.load(weights_only=True)
 tensors) is written after every epoch; a new call resumes after the last finished epoch and
 gives the same weights as an uninterrupted run (CPU).
 
-CLI: ``python -m wma_core.pretrain --scale smoke|default [--out DIR]`` prints the folder last.
+Replication: :func:`replicate` gives backbone ``k`` of a configuration, an independent draw of
+the corpus and of every pretraining seed, tokenized with backbone 0's tokenizer.
+
+CLI: ``python -m wma_core.pretrain --scale smoke|default [--backbone K] [--out DIR]`` prints the
+folder last.
 """
 
 from __future__ import annotations
@@ -88,6 +92,10 @@ class PretrainConfig:
             random negatives).
         wpa_weight: weight of the word-patch alignment loss; ot_iters: IPOT iterations.
         seed: initialisation, data order, masks and swaps.
+        tokenizer_seed: the corpus seed whose fitted tokenizer this corpus is tokenized with
+            (``None``: its own). Replicated backbones (:func:`replicate`) draw their own corpus
+            but share the first one's tokenizer, as every ViLT shares BERT's: so one prepared
+            twin serves them all and their token ids mean the same words.
         eval_epochs: evaluate on part of the held-out split after every epoch (the chapter's
             curves; the full split is evaluated at the end).
         attn: ``"sdpa"`` or ``"eager"`` attention.
@@ -112,6 +120,7 @@ class PretrainConfig:
     wpa_weight: float = 0.1
     ot_iters: int = 50
     seed: int = 0
+    tokenizer_seed: int | None = None
     attn: str = "sdpa"
     eval_epochs: bool = True
 
@@ -123,6 +132,21 @@ SCALES = {
                                   "intermediate_size": 64}),
     "default": PretrainConfig(),
 }
+
+
+def replicate(cfg: PretrainConfig, backbone: int) -> PretrainConfig:
+    """The configuration of replicated backbone ``backbone`` (0, 1, ...): backbone 0 is ``cfg``
+    itself; backbone ``k`` draws its own corpus (``corpus_seed + k``: other scenes and captions
+    from the same world) and its own initialisation, data order, masks and negatives
+    (``seed + k``), and is tokenized with backbone 0's tokenizer (``tokenizer_seed``). The
+    backbones are independent draws of the whole pretraining, the unit the book replicates
+    over (seeds of fine-tuning are nested in them)."""
+    k = int(backbone)
+    if k < 0:
+        raise ValueError(f"backbone must be >= 0, got {backbone}")
+    if k == 0:
+        return cfg
+    return dataclasses.replace(cfg, corpus_seed=cfg.corpus_seed + k, seed=cfg.seed + k, tokenizer_seed=cfg.corpus_seed)
 
 
 def pretrain_code_digest(files=_CODE) -> str:
@@ -153,8 +177,18 @@ def corpus_dir(cfg: PretrainConfig, home: Path) -> Path:
     from data_prep.readers.coco import prepare_captions
     from data_prep.synth.captions import synth_captions
 
+    shared = cfg.tokenizer_seed is not None and cfg.tokenizer_seed != cfg.corpus_seed
+    tokenizer = "train"
+    if shared:  # the tokenizer fitted on another corpus of the world (saved once as a folder)
+        source = corpus_dir(dataclasses.replace(cfg, corpus_seed=cfg.tokenizer_seed, tokenizer_seed=None), home)
+        tok_dir = home / "tokenizers" / source.name
+        with file_lock(home / "locks" / f"tokenizer-{source.name}.lock"):
+            if not (tok_dir / "tokenizer.json").exists():
+                _tokenizer(source).save_pretrained(tok_dir)
+        tokenizer = str(tok_dir)
     blob = json.dumps([cfg.corpus_n, cfg.corpus_seed, cfg.image_size, cfg.patch_size, cfg.max_text_len,
-                       cfg.vocab_size, pretrain_code_digest(_CORPUS_CODE)])  # the corpus' own code only
+                       cfg.vocab_size, pretrain_code_digest(_CORPUS_CODE)]
+                      + ([cfg.tokenizer_seed] if shared else []))  # the corpus' own code only
     tag = f"coco_captions-n{cfg.corpus_n}-s{cfg.corpus_seed}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
     raw, out = home / "raw" / tag, home / "prepared" / tag
     with file_lock(home / "locks" / f"{tag}.lock"):
@@ -166,7 +200,7 @@ def corpus_dir(cfg: PretrainConfig, home: Path) -> Path:
         if not (out / "manifest.json").exists():
             prepare_captions(raw, out, PrepareConfig(image_size=cfg.image_size, patch_size=cfg.patch_size,
                                                      max_text_len=cfg.max_text_len, vocab_size=cfg.vocab_size,
-                                                     progress=False))
+                                                     tokenizer=tokenizer, progress=False))
     return out
 
 
@@ -575,11 +609,13 @@ def read_record(folder: str | Path) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m wma_core.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="default")
+    p.add_argument("--backbone", type=int, default=0,
+                   help="which replicated backbone (0, 1, ...; see replicate): its own corpus draw and seeds")
     p.add_argument("--out", help="checkpoint folder (default: <data home>/pretrained/<key>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--heartbeat", default=None, help="a file touched at every step (for a watcher of progress)")
     args = p.parse_args(argv)
-    folder = pretrain(SCALES[args.scale], args.out, progress=not args.quiet, heartbeat=args.heartbeat)
+    folder = pretrain(replicate(SCALES[args.scale], args.backbone), args.out, progress=not args.quiet, heartbeat=args.heartbeat)
     rec = read_record(folder)
     m = rec["metrics"]
     print(f"held-out ITM accuracy {m['itm_accuracy']:.3f}; masked colour/shape words "

@@ -37,7 +37,7 @@ from . import checkpoint
 from . import perturb as P
 from .device import autocast, environment, resolve_device, seed_everything, to_device
 from .evaluate import evaluate, mean_valid
-from .losses import D_MAX, WMAConfig, WMARegulariser, modality_pairs, pair_distances, target_feasible, task_loss
+from .losses import D_MAX, L2SP, WMAConfig, WMARegulariser, modality_pairs, pair_distances, target_feasible, task_loss
 from .metrics import headline_metric, is_better, prediction_summary
 from .model import WMAClassifier, load_vilt
 from .optim import configure_optimizer, warmup_schedule
@@ -81,6 +81,12 @@ class TrainConfig:
             (:mod:`wma_study.preregistration`), copied into the record; not part of the key.
         feature_norm: a LayerNorm after each feature projection (feature-sequence tasks,
             :class:`wma_core.embeddings.FeatureEmbedding`); ``False`` is the earlier wiring.
+        backbone: which replicated backbone ``model`` is (``"b0"``, ``"b1"``...: one
+            independent pretraining of the miniature, the unit of replication above the seed);
+            ``""`` where the model is not replicated (random init, a hub checkpoint).
+        l2sp: the L2-SP strength λ (:class:`wma_core.losses.L2SP`, a penalty towards the
+            starting weights; 0: none). A third method beside the baseline and WMA; it cannot
+            be combined with WMA (``alpha > 0``).
     """
 
     dataset: str = "hateful_memes"
@@ -109,6 +115,8 @@ class TrainConfig:
     max_train_samples: int | None = None
     head_bias: str = "zero"
     feature_norm: bool = True
+    backbone: str = ""
+    l2sp: float = 0.0
     # not part of the key
     device: str = "auto"
     num_workers: int = 0
@@ -126,9 +134,17 @@ class TrainConfig:
     def wma(self) -> WMAConfig:
         return WMAConfig(alpha=self.alpha, beta=self.beta, target=self.target, iters=self.ot_iters)
 
+    def __post_init__(self):
+        if not self.l2sp >= 0:
+            raise ValueError(f"l2sp must be >= 0, got {self.l2sp}")
+        if self.l2sp > 0 and self.alpha > 0:
+            raise ValueError(f"L2-SP (l2sp={self.l2sp:g}) is a method of its own: it cannot be combined with WMA "
+                             f"(alpha={self.alpha:g}); set one of them to 0")
+
     @property
     def method(self) -> str:
-        return self.wma.method
+        """``baseline``, ``wma``, ``min_ot`` (:attr:`WMAConfig.method`) or ``l2sp``."""
+        return "l2sp" if self.l2sp > 0 else self.wma.method
 
 
 def build_model(task, cfg: TrainConfig, feature_len: int = 50) -> WMAClassifier:
@@ -233,6 +249,7 @@ class _Run:
     run_dir: Path
     state: dict
     prior: np.ndarray | None = None  # the prior predictor's output per column (:func:`prior_output`)
+    start: L2SP | None = None  # the starting backbone: L2-SP's penalty (cfg.l2sp > 0) and the weight shift
 
     @property
     def last_path(self) -> Path:
@@ -269,6 +286,8 @@ def _setup(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> _Run:
     init_head_bias(model, cfg.head_bias, task.kind, train_labels)
     pairs = modality_pairs(model.modalities)
     reg = WMARegulariser(cfg.wma, pairs)
+    # anchored before any resume: the start is the folder's weights (or the seed's initialisation)
+    start = L2SP(model.backbone.parameters(), cfg.l2sp)
     opt = make_optimizer(model, cfg, device)
     loader_kw = dict(num_workers=cfg.num_workers, pin_memory=cfg.pin_memory)
     steps_per_epoch = len(make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=0, drop_last=False))
@@ -278,7 +297,7 @@ def _setup(cfg: TrainConfig, store: ResultsStore, rcfg: dict, key: str) -> _Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "history": [], "d_trajectory": [], "d0": None, "train_seconds": 0.0}
     return _Run(cfg, store, rcfg, key, device, task, train_ds, dev_ds, test_ds, headline_metric(task.kind), model,
-                pairs, reg, opt, sched, dev_loader, loader_kw, run_dir, state, prior_output(task.kind, train_labels))
+                pairs, reg, opt, sched, dev_loader, loader_kw, run_dir, state, prior_output(task.kind, train_labels), start)
 
 
 def _resume(run: _Run) -> None:
@@ -322,7 +341,8 @@ def _measure_d0(run: _Run) -> dict:
 
 
 def _train_epoch(run: _Run, epoch: int) -> tuple[dict, dict]:
-    """One epoch of steps: ``loss = task + α Σ_pairs mean_i (D_i − β D0)²``. Returns the sums
+    """One epoch of steps: ``loss = task + α Σ_pairs mean_i (D_i − β D0)²`` (or ``task + R_sp``,
+    :class:`wma_core.losses.L2SP`, for the ``l2sp`` method). Returns the sums
     of the losses (``n`` steps) and of the per-pair D statistics."""
     from data_prep.dataset import make_loader
 
@@ -346,6 +366,10 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict, dict]:
             sums["reg"] += float(loss_reg.detach())
             for k, v in dstats.items():
                 d_sums[k] = d_sums.get(k, 0.0) + v
+        if cfg.l2sp > 0:
+            loss_sp = run.start()
+            loss = loss + loss_sp
+            sums["reg"] += float(loss_sp.detach())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at epoch {epoch + 1} (task {float(loss_task)}); lower lr={cfg.lr}?")
         run.opt.zero_grad(set_to_none=True)
@@ -381,7 +405,7 @@ def _dev_epoch(run: _Run, epoch: int, sums: dict, d_sums: dict) -> float:
     )
     state["history"].append(
         {"epoch": epoch + 1, "loss": sums["loss"] / n, "task_loss": sums["task"] / n, "reg_loss": sums["reg"] / n,
-         "lr": run.sched.get_last_lr()[0], "dev_loss": dev["loss"], **{f"dev_{k}": v for k, v in dev["metrics"].items()}}
+         "lr": run.sched.get_last_lr()[0], "weight_shift": run.start.distance(), "dev_loss": dev["loss"], **{f"dev_{k}": v for k, v in dev["metrics"].items()}}
     )
     # a tie on the headline metric goes to the lower dev loss: a multi-label model first
     # learns the label prior (macro-F1 0 at threshold 0.5 for a few epochs), and a tie that

@@ -35,7 +35,7 @@ class Section:
 
 def comparison_section(runs: pd.DataFrame, dataset: str, *, a: dict, b: dict, paper_table: int,
                        a_label: str, b_label: str, title: str, detail: str, prefix: str = "",
-                       show: bool = True) -> Section:
+                       show: bool = True, paper: bool = True) -> Section:
     """Compute one comparison section and (with ``show``) display and glue it.
 
     Args:
@@ -46,6 +46,8 @@ def comparison_section(runs: pd.DataFrame, dataset: str, *, a: dict, b: dict, pa
         title: the caption's head, e.g. ``"Hateful Memes, Table 1"``.
         detail: what is compared, e.g. ``"baseline vs WMA (α=1, β=2)"``.
         prefix: prefix of the glue keys (``"t2_"`` for Table 2).
+        paper: show the paper's columns in the every-test-case table (``False``: a comparison
+            the paper did not make).
     """
     cmp = report.comparison(runs, dataset, a=a, b=b, paper_table=paper_table)
     ep = report.endpoints(runs, dataset, a=a, b=b, paper_table=paper_table)
@@ -56,7 +58,7 @@ def comparison_section(runs: pd.DataFrame, dataset: str, *, a: dict, b: dict, pa
 
         display(figures.endpoints_table(ep, a_label=a_label, b_label=b_label,
                                         caption=f"{title}, primary endpoints: {detail}"))
-        display(figures.comparison_table(cmp, a_label=a_label, b_label=b_label,
+        display(figures.comparison_table(cmp, a_label=a_label, b_label=b_label, paper=paper,
                                          caption=f"{title}: {detail}, every test case"))
         for key, value in texts.items():
             glue(key, value, display=False)
@@ -66,12 +68,26 @@ def comparison_section(runs: pd.DataFrame, dataset: str, *, a: dict, b: dict, pa
     return Section(cmp, ep, texts)
 
 
+def l2sp_section(runs: pd.DataFrame, dataset: str, *, b: dict, title: str, b_detail: str, show: bool = True) -> Section | None:
+    """WMA (``b``) against the L2-SP control (:mod:`wma_study.l2sp`) as a :func:`comparison_section`
+    (glue prefix ``sp_``; the paper has no such row, so its columns are NaN); ``None`` (and a
+    printed line) when the chapter has no L2-SP runs (no strength pre-registered)."""
+    if not (runs["method"] == "l2sp").any():
+        if show:
+            print(f"No L2-SP runs for {dataset}: no strength is pre-registered (python -m wma_study.l2sp).")
+        return None
+    lam = float(runs.loc[runs["method"] == "l2sp", "l2sp"].iloc[0])
+    return comparison_section(runs, dataset, a={"method": "l2sp"}, b=b, paper_table=1, a_label="L2-SP", b_label="WMA",
+                              title=title, detail=f"L2-SP (λ={lam:g}) vs {b_detail}", prefix="sp_", show=show,
+                              paper=False)
+
+
 # --------------------------------------------------------------------------- the summary's claims
 
 #: The chapter that holds each dataset's two comparisons (the claims' evidence).
 DATASET_CHAPTERS = {"hateful_memes": "02_hateful_memes", "mmimdb": "03_mmimdb", "ur_funny": "04_ur_funny",
                     "mosei": "05_mosei"}
-CLAIM_COLUMNS = ["claim", "gain", "lo", "hi", "paper", "mde", "seeds", "verdict", "evidence"]
+CLAIM_COLUMNS = ["claim", "gain", "lo", "hi", "paper", "mde", "seeds", "verdict", "holds_on", "by_backbone", "evidence"]
 
 
 def claim_rows(endpoints: dict, what: str, table: int) -> pd.DataFrame:
@@ -83,14 +99,17 @@ def claim_rows(endpoints: dict, what: str, table: int) -> pd.DataFrame:
         for r in ep.itertuples(index=False):
             rows.append({"claim": f"{figures.DATASET_LABELS[ds]}, {r.endpoint}: {what}", "gain": r.diff_mean,
                          "lo": r.diff_lo, "hi": r.diff_hi, "paper": r.paper_gain, "mde": r.mde, "seeds": r.n_seeds,
-                         "verdict": r.verdict, "evidence": f"{DATASET_CHAPTERS.get(ds, ds)}: Table {table}"})
+                         "verdict": r.verdict, "holds_on": getattr(r, "holds_on", ""),
+                         "by_backbone": getattr(r, "by_backbone", ""),
+                         "evidence": f"{DATASET_CHAPTERS.get(ds, ds)}: " + (f"Table {table}" if table else "L2-SP control")})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
 def pooled_claims(pool: pd.DataFrame) -> pd.DataFrame:
     """The paper's headline averages as claims (:func:`wma_study.report.pooled` -> :data:`CLAIM_COLUMNS`)."""
     rows = [{"claim": f"average relative gain, {r.endpoint} (paper: {r.paper:.1%})", "gain": r.effect, "lo": r.lo,
-             "hi": r.hi, "paper": r.paper, "mde": r.mde, "seeds": None, "verdict": r.verdict,
+             "hi": r.hi, "paper": r.paper, "mde": r.mde, "seeds": None, "verdict": r.verdict, "holds_on": "",
+             "by_backbone": "",
              "evidence": f"pooled over {r.k} datasets (random effects)" + (f"; left out: {r.left_out}" if r.left_out else "")}
             for r in pool.itertuples(index=False)]
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -18,7 +18,7 @@ from wma_core.train import TrainConfig
 
 from .calibration import calibrated_amplitudes, first_step_ratio, load_calibration
 from .profiles import (DATASETS, NOISE_CALIBRATION, PAPER_ALPHAS, PAPER_BETAS, PAPER_SELECTED, PRETRAINED,  # noqa: F401
-                       PROFILES, ROOT, Profile, get_profile)
+                       PROFILES, ROOT, Profile, backbone_label, backbone_of, get_profile)
 
 
 def chapter_alpha(dataset: str, scale: str, alpha: float | None = None) -> float:
@@ -51,18 +51,58 @@ def chapter_selection(dataset: str, scale: str) -> tuple[float, float]:
     return chapter_alpha(dataset, scale), float(PAPER_SELECTED[dataset][1])
 
 
-def resolve_model(model: str | None = None, scale: str = "default") -> str:
+def pretrain_config(scale: str = "default", backbone: int = 0):
+    """The :class:`wma_core.pretrain.PretrainConfig` of replicated backbone ``backbone`` at
+    ``scale`` (its ``smoke`` configuration at smoke scale, else ``default``;
+    :func:`wma_core.pretrain.replicate`)."""
+    from wma_core.pretrain import SCALES, replicate
+
+    return replicate(SCALES["smoke" if scale == "smoke" else "default"], backbone)
+
+
+def resolve_model(model: str | None = None, scale: str = "default", backbone: int = 0) -> str:
     """The model a run loads: ``None`` is the profile's; ``"pretrained"`` is the folder of the
-    miniature pretrained the way ViLT was (:mod:`wma_core.pretrain`, its ``smoke`` configuration
-    at smoke scale, else ``default``), built on first use and reused after (a file lock keeps two
-    processes from pretraining it at once); anything else (``"tiny"``, a hub name, a folder) is
-    returned as it is."""
+    miniature pretrained the way ViLT was (:mod:`wma_core.pretrain`; ``backbone``: which of its
+    independent replicates, :func:`pretrain_config`), built on first use and reused after (a file
+    lock keeps two processes from pretraining it at once); anything else (``"tiny"``, a hub name,
+    a folder) is returned as it is."""
     model = get_profile(scale).model if model is None else str(model)
     if model != PRETRAINED:
         return model
-    from wma_core.pretrain import SCALES, pretrain
+    from wma_core.pretrain import pretrain
 
-    return str(pretrain(SCALES["smoke" if scale == "smoke" else "default"], progress=False))
+    return str(pretrain(pretrain_config(scale, backbone), progress=False))
+
+
+def model_identities(model: str | None = None, scale: str = "default") -> list:
+    """What the records of ``model`` at ``scale`` carry as their ``config["model"]``
+    (:func:`wma_core.record.model_identity`): one identity per replicated backbone for the
+    pretrained miniature (each built on first use), else the model's own. A summary that keeps
+    these identities reads the runs of today's backbones only."""
+    from wma_core.record import model_identity
+
+    model = get_profile(scale).model if model is None else str(model)
+    if model != PRETRAINED:
+        return [model_identity(resolve_model(model, scale))]
+    return [model_identity(resolve_model(PRETRAINED, scale, backbone=b)) for b in get_profile(scale).backbones]
+
+
+def same_tokenizer(folder_a: str | Path, folder_b: str | Path) -> None:
+    """Refuse two backbone folders whose tokenizers map words to different ids: the twins are
+    prepared once, with backbone 0's tokenizer, for every backbone (ValueError naming both)."""
+    import json
+
+    def vocab(folder):
+        p = Path(folder) / "tokenizer.json"
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))["model"]["vocab"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{p}: no readable WordPiece vocabulary ({err})") from err
+
+    if vocab(folder_a) != vocab(folder_b):
+        raise ValueError(f"the backbones {folder_a} and {folder_b} have different tokenizers: the twins are "
+                         "prepared with backbone 0's, so every replicated backbone must be tokenized with it "
+                         "(wma_core.pretrain.replicate sets tokenizer_seed)")
 
 
 def noise_settings(dataset: str, scale: str = "default") -> dict:
@@ -197,9 +237,22 @@ def run_configs(
 
     prof = get_profile(scale)
     seeds = prof.seeds if seeds is None else tuple(seeds)
+    asked = prof.model if overrides.get("model") is None else str(overrides["model"])
     model = resolve_model(overrides.pop("model", None), scale)
     if model != "tiny" and (folder := local_folder(model)) is not None:
         model = str(folder)  # trials may run in other processes, with another working directory
+    # the pretrained miniature is replicated (Profile.backbones): each seed fine-tunes the
+    # backbone its block of seeds is nested in (profiles.backbone_of)
+    per_seed = {}
+    for s in seeds:
+        if asked != PRETRAINED:
+            per_seed[int(s)] = {"model": model, "backbone": ""}
+            continue
+        b = backbone_of(prof, s)
+        folder_b = model if b == 0 else str(local_folder(resolve_model(PRETRAINED, scale, backbone=b)))
+        if b != 0:
+            same_tokenizer(model, folder_b)
+        per_seed[int(s)] = {"model": folder_b, "backbone": backbone_label(b)}
     noise = {} if {"noise_mode", "amplitude"} & set(overrides) else noise_settings(dataset, scale)
     base = TrainConfig(
         dataset=dataset,
@@ -223,7 +276,8 @@ def run_configs(
     for a in alphas:
         for b in betas:
             for s in seeds:
-                cfg = replace(base, alpha=float(a), beta=float(b) if a > 0 else 1.0, seed=int(s), **overrides)
+                cfg = replace(base, alpha=float(a), beta=float(b) if a > 0 else 1.0, seed=int(s),
+                              **{**per_seed[int(s)], **overrides})
                 key = (cfg.alpha, cfg.beta, cfg.seed)
                 if key not in seen:
                     seen.add(key)
@@ -240,18 +294,22 @@ def method_configs(
     beta: float,
     min_ot_alpha: float = 1.0,
     batch_target: bool = False,
+    l2sp: float | None = None,
     model: str | None = None,
     **kw,
 ) -> list[TrainConfig]:
     """The runs a dataset chapter compares, per seed: the baseline, WMA at (α, β) and minimise-OT
     (α = ``min_ot_alpha``, β = 0, the paper's Table 2); with ``batch_target`` also WMA with the
-    ``batch`` target. ``model=None`` keeps the profile's model; ``kw`` goes to :func:`run_configs`."""
+    ``batch`` target; with ``l2sp`` (a strength λ) also the L2-SP control (:mod:`wma_study.l2sp`).
+    ``model=None`` keeps the profile's model; ``kw`` goes to :func:`run_configs`."""
     if model:
         kw["model"] = model
     out = run_configs(dataset, data_dir, scale, alphas=(0.0, alpha), betas=(beta,), **kw)
     out += run_configs(dataset, data_dir, scale, alphas=(min_ot_alpha,), betas=(0.0,), **kw)
     if batch_target:
         out += run_configs(dataset, data_dir, scale, alphas=(alpha,), betas=(beta,), target="batch", **kw)
+    if l2sp:
+        out += run_configs(dataset, data_dir, scale, alphas=(0.0,), l2sp=float(l2sp), **kw)
     return out
 
 

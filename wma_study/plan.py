@@ -30,13 +30,18 @@ def _common(seeds=None, lr=None, epochs=None, device=None, max_train_samples=Non
 
 
 def dataset_runs(dataset: str, scale: str = "default", data_root: str | None = None, *, model: str | None = None,
-                 alpha: float | None = None, beta: float | None = None, **common) -> list:
-    """A dataset chapter (02-05): baseline, WMA at (α, β) and minimise-OT, per seed.
-    ``alpha=None``: :func:`wma_study.experiments.chapter_alpha`; ``beta=None``: the paper's."""
+                 alpha: float | None = None, beta: float | None = None, l2sp: float | None = None, **common) -> list:
+    """A dataset chapter (02-05): baseline, WMA at (α, β), minimise-OT and the L2-SP control, per seed.
+    ``alpha=None``: :func:`wma_study.experiments.chapter_alpha`; ``beta=None``: the paper's;
+    ``l2sp=None``: the pre-registered strength (:func:`wma_study.l2sp.strength`; none registered,
+    or 0: no L2-SP runs)."""
+    from .l2sp import strength
+
     alpha = chapter_alpha(dataset, scale, alpha)
     beta = PAPER_SELECTED[dataset][1] if beta is None else float(beta)
+    l2sp = strength(dataset) if l2sp is None else float(l2sp)
     data_dir = prepare_data(dataset, scale, data_root, model=model)
-    return method_configs(dataset, data_dir, scale, alpha=alpha, beta=beta, model=model, **_common(**common))
+    return method_configs(dataset, data_dir, scale, alpha=alpha, beta=beta, l2sp=l2sp, model=model, **_common(**common))
 
 
 def ablation_runs(scale: str = "default", data_roots: dict | None = None, *, datasets=None, min_ot_alpha: float = 1.0,
@@ -86,8 +91,9 @@ def explorer_runs(scale: str = "default", data_roots: dict | None = None, *, dat
     return configs
 
 
-def pretraining_runs(scale: str = "default", *, datasets=DATASETS, seeds=(0, 1, 2)) -> list:
-    """Chapter 00: the baseline fine-tuned from the pretrained miniature and from random weights."""
+def pretraining_runs(scale: str = "default", *, datasets=DATASETS, seeds=None) -> list:
+    """Chapter 00: the baseline fine-tuned from the pretrained miniature and from random weights
+    (``seeds=None``: :func:`wma_study.pretrain_study.transfer_seeds`)."""
     from .pretrain_study import finetune_configs
 
     return [cfg for _, cfg in finetune_configs(datasets, scale, seeds)]

@@ -7,7 +7,10 @@
   weights of the same configuration (D = ``ot_distance(image, text)``, ViLT's order);
 - :func:`d0_table`: D0 (mean D on the first training batch under the initial weights) per dataset,
   and the same on shuffled pairs (:func:`shuffled_pairs`);
-- :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation.
+- :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation,
+  and :func:`transfer_table`, the seed-paired gain of pretraining per dataset (and per backbone);
+- :func:`backbone_folders`, :func:`held_out_by_backbone`: the replicated backbones of the profile
+  (:func:`wma_core.pretrain.replicate`) and their held-out metrics side by side.
 """
 
 from __future__ import annotations
@@ -60,6 +63,26 @@ def held_out_table(folder) -> pd.DataFrame:
     rows = {k: {"pretrained": v, "random init": rec["random_init_metrics"][k]}
             for k, v in rec["metrics"].items() if not k.startswith("n_")}
     return pd.DataFrame(rows).T
+
+
+def backbone_folders(scale: str = "default") -> dict:
+    """``{"b0": folder, "b1": folder, ...}``: the profile's replicated backbones (each pretrained
+    on first use)."""
+    from .experiments import get_profile, resolve_model
+    from .profiles import backbone_label
+
+    return {backbone_label(b): Path(resolve_model("pretrained", scale, backbone=b)) for b in get_profile(scale).backbones}
+
+
+def held_out_by_backbone(scale: str = "default") -> pd.DataFrame:
+    """The held-out metrics of every replicated backbone, one column each, beside backbone 0's
+    random initialisation (:func:`held_out_table`)."""
+    cols = {}
+    for label, folder in backbone_folders(scale).items():
+        t = held_out_table(folder)
+        cols[label] = t["pretrained"]
+        cols.setdefault("random init", t["random init"])
+    return pd.DataFrame(cols)
 
 
 def random_like(folder, seed: int = 0):
@@ -163,11 +186,29 @@ def shuffled_pairs(batch: dict, modalities) -> dict:
     return out
 
 
-def finetune_configs(datasets, scale: str = "default", seeds=(0, 1, 2)) -> list:
+def transfer_seeds(scale: str = "default", per_backbone: int = 2) -> tuple:
+    """The seeds of chapter 00's transfer comparison: the first ``per_backbone`` seeds nested in
+    each backbone of the profile (0, 1, 4, 5 with the default 2 × 4 design), so every backbone
+    is in it; one backbone: its first ``2 * per_backbone`` seeds (at most all of them)."""
+    from .experiments import get_profile
+    from .profiles import backbone_of
+
+    prof = get_profile(scale)
+    if len(prof.backbones) == 1:
+        return tuple(prof.seeds[: 2 * per_backbone])
+    out = []
+    for b in prof.backbones:
+        out += [s for s in prof.seeds if backbone_of(prof, s) == b][:per_backbone]
+    return tuple(out)
+
+
+def finetune_configs(datasets, scale: str = "default", seeds=None) -> list:
     """``[((dataset, "pretrained" | "random init", seed), TrainConfig)]``: the baseline from the
-    checkpoint and from random weights (:func:`finetune_table`, :func:`wma_study.plan.pretraining_runs`)."""
+    checkpoint and from random weights (:func:`finetune_table`, :func:`wma_study.plan.pretraining_runs`);
+    ``seeds=None``: :func:`transfer_seeds`."""
     from .experiments import prepare_data, run_configs
 
+    seeds = transfer_seeds(scale) if seeds is None else seeds
     out = []
     for ds in datasets:
         for name, model in (("pretrained", "pretrained"), ("random init", "tiny")):
@@ -176,7 +217,7 @@ def finetune_configs(datasets, scale: str = "default", seeds=(0, 1, 2)) -> list:
     return out
 
 
-def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executor: str = "ray",
+def finetune_table(datasets, scale: str = "default", seeds=None, *, executor: str = "ray",
                    address: str | None = None) -> pd.DataFrame:
     """The baseline (α = 0) fine-tuned from the checkpoint and from random initialisation: the
     headline metric on the normal test, per dataset and seed. The runs go through
@@ -188,9 +229,35 @@ def finetune_table(datasets, scale: str = "default", seeds=(0, 1, 2), *, executo
     labelled = finetune_configs(datasets, scale, seeds)
     records = run_trials([cfg for _, cfg in labelled], results_dir(), executor=executor, address=address, progress=False)
     rows = []
-    for ((ds, name, seed), _), rec in zip(labelled, records):
+    for ((ds, name, seed), cfg), rec in zip(labelled, records):
         metric = rec["headline_metric"]
-        rows.append({"dataset": ds, "init": name, "seed": seed, "metric": metric, "value": rec["metrics"]["normal"][metric]})
+        rows.append({"dataset": ds, "init": name, "seed": seed, "backbone": cfg.backbone, "metric": metric,
+                     "value": rec["metrics"]["normal"][metric]})
+    return pd.DataFrame(rows)
+
+
+def transfer_table(ft: pd.DataFrame) -> pd.DataFrame:
+    """What pretraining buys per dataset: the seed-paired gain of the pretrained baseline over the
+    randomly initialised one on the normal test (positive = pretrained better; MAE sign-flipped),
+    with the seeds nested in the backbones (:func:`wma_study.stats.blocked_paired_test`) and the
+    gain on each backbone alone. Columns ``dataset, metric, pretrained, random init, gain, lo, hi,
+    seeds, per backbone``."""
+    from . import stats
+    from .report.runs import greater_is_better
+
+    rows = []
+    for (ds, metric), g in ft.groupby(["dataset", "metric"], sort=False):
+        p = g[g["init"] == "pretrained"].set_index("seed")
+        r = g[g["init"] == "random init"].set_index("seed")
+        seeds = sorted(set(p.index) & set(r.index))
+        sign = 1.0 if greater_is_better(metric) else -1.0
+        xa, xb = r.loc[seeds, "value"].to_numpy(float), p.loc[seeds, "value"].to_numpy(float)
+        blocks = p.loc[seeds, "backbone"].fillna("").tolist()
+        t = stats.blocked_paired_test(sign * xa, sign * xb, blocks)
+        per = "; ".join(f"{k}: {v['diff_mean']:+.3f}" for k, v in t["blocks"].items() if k)
+        rows.append({"dataset": ds, "metric": metric, "pretrained": float(np.mean(xb)), "random init": float(np.mean(xa)),
+                     "gain": t["diff_mean"], "lo": t["diff_lo"], "hi": t["diff_hi"], "seeds": len(seeds),
+                     "per backbone": per})
     return pd.DataFrame(rows)
 
 

@@ -37,6 +37,11 @@ class Profile:
         batch_size: per dataset.
         lr: per dataset (the paper searched [1e-2, 1e-3, 1e-4, 5e-5, 1e-5]).
         seeds: training seeds.
+        backbones: the replicated backbones of the pretrained miniature
+            (:func:`wma_core.pretrain.replicate`: each its own corpus draw and pretraining seeds),
+            the unit of replication above the training seeds: the seeds are nested in them, in
+            blocks of ``len(seeds) // len(backbones)`` (:func:`backbone_of`). Only for
+            ``model="pretrained"``; ``(0,)``: one backbone.
         amp: ``None`` or ``"bf16"``.
         eval_amp: the autocast of evaluation (``TrainConfig.eval_amp``); ``"auto"``: bf16 where
             the machine multiplies bf16 natively (:func:`wma_core.device.native_bf16`), else float32.
@@ -84,6 +89,24 @@ class Profile:
     noise_calibration: str | None = None
     max_first_step_ratio: float | None = None
     head_bias: str = "zero"
+    backbones: tuple = (0,)
+
+
+def backbone_of(profile: Profile, seed: int) -> int:
+    """The backbone a training seed fine-tunes from: the profile's seeds are split into
+    ``len(backbones)`` consecutive blocks of ``len(seeds) // len(backbones)`` (8 seeds on 2
+    backbones: 0-3 on backbone 0, 4-7 on backbone 1); a seed outside the profile's list follows
+    the same rule, ``backbones[(seed // block) % len(backbones)]``."""
+    k = len(profile.backbones)
+    if k == 1:
+        return int(profile.backbones[0])
+    block = max(1, len(profile.seeds) // k)
+    return int(profile.backbones[(int(seed) // block) % k])
+
+
+def backbone_label(backbone: int) -> str:
+    """How records and tables name a replicated backbone: ``"b0"``, ``"b1"``..."""
+    return f"b{int(backbone)}"
 
 
 #: The (α, β) the paper selected per dataset: the Table 3-6 cell equal to Table 1's WMA row
@@ -131,6 +154,9 @@ PROFILES = {
         # 600 and 0.018 with 1000 (stats.ci_halfwidth). A larger test split (twin_splits) costs
         # evaluation time only: about 4 ms per sample and test case on one core.
         lr={d: 1e-3 for d in DATASETS}, seeds=tuple(range(8)),
+        # two independently pretrained backbones, 4 fine-tuning seeds nested in each (0-3, 4-7):
+        # the same 8 runs per method, and the backbone's own variance becomes measurable
+        backbones=(0, 1),
         # evaluation in bf16 where the CPU has it natively: 1.7x the float32 forward on the
         # development CPU (AMX), so 3.6x the training throughput per sample instead of 2.1x
         # (benchmarks/bench_step.py --eval-dtype bf16); the head stays float32

@@ -8,6 +8,9 @@ A configuration trained with ``n`` seeds gives ``n`` values of a metric. We repo
 - :func:`paired_test`: two methods trained with the same seeds are compared seed by seed:
   the differences ``d_i = b_i - a_i`` get the same interval, and the paired t-test
   (:func:`scipy.stats.ttest_rel`, two-sided) gives the p-value of "no difference";
+- :func:`blocked_paired_test`: the same when the seeds are nested in blocks (backbones, each
+  pretrained independently): each block its own mean gain, one pooled within-block variance,
+  the gain averaged over blocks, plus the between-block variance and its F test;
 - :func:`summarize`: the first, per group of a long table;
 - :func:`mde`: the minimum detectable effect of a paired t-test at 80% power
   (:class:`statsmodels.stats.power.TTestPower`);
@@ -94,6 +97,74 @@ def paired_test(a, b, confidence: float = 0.95) -> dict:
     else:
         p = float(_st.ttest_rel(b, a).pvalue)
     return {"n": n, "diff_mean": m, "diff_lo": lo, "diff_hi": hi, "p_value": p, "test": "paired t-test"}
+
+
+def blocked_paired_test(a, b, blocks, confidence: float = 0.95) -> dict:
+    """Seed-paired comparison with the seeds nested in blocks (independently pretrained backbones).
+
+    Args:
+        a, b: equally long sequences, ``a[i]`` and ``b[i]`` from the same seed;
+        blocks: the block (backbone) of each seed, same length.
+
+    With ``d_ks = b_ks - a_ks`` for seed ``s`` of block ``k`` (``n_k`` seeds, ``K`` blocks,
+    ``N = Σ n_k``), the model is ``d_ks = μ_k + ε_ks``, ``ε ~ N(0, σ²)``: every backbone has its
+    own mean gain and the seeds scatter around it with one variance. Reported:
+
+    - ``diff_mean`` ``μ̂ = (1/K) Σ_k m_k``, the gain averaged over the backbones (each weighs the
+      same), with ``m_k`` the block means;
+    - ``se`` ``= σ̂ · sqrt(Σ_k 1/n_k) / K`` with the pooled within-block variance
+      ``σ̂² = Σ_k Σ_s (d_ks − m_k)² / (N − K)``, and the t interval and two-sided p-value on
+      ``N − K`` degrees of freedom. This is the intercept of the least-squares fit
+      ``d ~ C(block, Sum)`` (statsmodels): inference about *these* backbones, as every interval
+      of the book describes our runs; a claim about backbones in general needs many more of them;
+    - ``tau2``: the between-backbone variance of the gain, the moment estimator
+      ``max(0, (MSB − MSW) / n0)`` with ``n0 = (N − Σ n_k² / N) / (K − 1)`` (one-way random
+      effects ANOVA; REML's estimate for balanced blocks when positive), and ``p_between``, the
+      F test of equal block means (:func:`scipy.stats.f_oneway`);
+    - ``blocks``: ``{block: paired_test of its seeds}``, for a verdict per backbone.
+
+    With one block this is :func:`paired_test` exactly (``N − 1`` degrees of freedom). NaN pairs
+    are left out. ``N − K < 1`` (e.g. one seed per backbone) → NaN interval and p-value; zero
+    spread within every block → the point interval ``[μ̂, μ̂]`` and a NaN p-value.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    g = np.asarray(blocks, dtype=object).reshape(-1)
+    if not (a.shape == b.shape == g.shape):
+        raise ValueError(f"a, b and blocks need equal lengths, got {len(a)}, {len(b)} and {len(g)}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b, g = a[keep], b[keep], g[keep]
+    d = b - a
+    names = list(dict.fromkeys(g.tolist()))
+    per = {k: paired_test(a[g == k], b[g == k], confidence) for k in names}
+    K, N = len(names), len(d)
+    base = {"n": N, "k_blocks": K, "blocks": per, "test": "paired t-test, seeds nested in backbones"}
+    if K <= 1:
+        t = paired_test(a, b, confidence)
+        se = float(d.std(ddof=1)) / math.sqrt(N) if N >= 2 else NAN
+        return {**t, **base, "se": se, "df": N - 1, "tau2": NAN, "p_between": NAN,
+                "test": t["test"]}
+    groups = [d[g == k] for k in names]
+    means = np.array([x.mean() for x in groups])
+    ns = np.array([len(x) for x in groups], dtype=float)
+    mu = float(means.mean())
+    df = N - K
+    ssw = float(sum(((x - x.mean()) ** 2).sum() for x in groups))
+    out = {**base, "diff_mean": mu, "df": df}
+    if df < 1:
+        return {**out, "diff_lo": NAN, "diff_hi": NAN, "p_value": NAN, "se": NAN, "tau2": NAN, "p_between": NAN}
+    msw = ssw / df
+    se = math.sqrt(msw) * math.sqrt(float((1.0 / ns).sum())) / K
+    msb = float((ns * (means - d.mean()) ** 2).sum()) / (K - 1)
+    n0 = (N - float((ns ** 2).sum()) / N) / (K - 1)
+    tau2 = max(0.0, (msb - msw) / n0)
+    scale = max(1.0, float(np.abs(d).max()) if N else 1.0)
+    if math.sqrt(msw) <= 1e-12 * scale:  # every block constant: no within-block spread
+        return {**out, "diff_lo": mu, "diff_hi": mu, "p_value": NAN, "se": 0.0, "tau2": tau2, "p_between": NAN}
+    h = float(_st.t.ppf((1 + confidence) / 2, df)) * se
+    p = float(2 * _st.t.sf(abs(mu) / se, df))
+    p_between = float(_st.f_oneway(*groups).pvalue) if all(len(x) >= 1 for x in groups) else NAN
+    return {**out, "diff_lo": mu - h, "diff_hi": mu + h, "p_value": p, "se": se, "tau2": tau2, "p_between": p_between}
 
 
 def summarize(df: pd.DataFrame, by, value: str = "value", confidence: float = 0.95) -> pd.DataFrame:

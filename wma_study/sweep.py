@@ -97,8 +97,10 @@ class SweepError(RuntimeError):
 
 
 def describe(cfg: TrainConfig) -> str:
-    """``hateful_memes wma α=1 β=0.5 lr=0.001 seed=0`` (``target`` shown when not ``init``)."""
-    s = f"{cfg.dataset} {cfg.method} α={cfg.alpha:g} β={cfg.beta:g} lr={cfg.lr:g} seed={cfg.seed}"
+    """``hateful_memes wma α=1 β=0.5 lr=0.001 seed=0`` (``target`` shown when not ``init``;
+    ``hateful_memes l2sp λ=0.01 lr=0.001 seed=0`` for L2-SP)."""
+    what = f"λ={cfg.l2sp:g}" if cfg.method == "l2sp" else f"α={cfg.alpha:g} β={cfg.beta:g}"
+    s = f"{cfg.dataset} {cfg.method} {what} lr={cfg.lr:g} seed={cfg.seed}"
     return s + (f" target={cfg.target}" if cfg.target != "init" else "")
 
 

@@ -15,8 +15,8 @@ import math
 
 import matplotlib.pyplot as plt
 
-COLORS = {"baseline": "#7f7f7f", "wma": "#1f77b4", "min_ot": "#d62728", "batch": "#9467bd", "paper": "#000000"}
-METHOD_LABELS = {"baseline": "baseline (ViLT)", "wma": "WMA", "min_ot": "minimise OT (β = 0)"}
+COLORS = {"baseline": "#7f7f7f", "wma": "#1f77b4", "min_ot": "#d62728", "l2sp": "#2ca02c", "batch": "#9467bd", "paper": "#000000"}
+METHOD_LABELS = {"baseline": "baseline (ViLT)", "wma": "WMA", "min_ot": "minimise OT (β = 0)", "l2sp": "L2-SP"}
 DATASET_LABELS = {"hateful_memes": "Hateful Memes", "mmimdb": "MM-IMDb", "ur_funny": "UR-FUNNY", "mosei": "CMU-MOSEI"}
 METRIC_LABELS = {"auroc": "AUROC", "f1_macro": "F1 (macro)", "mae": "MAE (lower is better)"}
 PAIR_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c"]
@@ -52,6 +52,8 @@ def _label(record: dict) -> str:
     c = record["config"]
     if c["method"] == "baseline":
         return "baseline"
+    if c["method"] == "l2sp":
+        return f"L2-SP λ={c['l2sp']:g}"
     s = f"{METHOD_LABELS.get(c['method'], c['method'])} α={c['alpha']:g}"
     if c["method"] != "min_ot":
         s += f" β={c['beta']:g}"

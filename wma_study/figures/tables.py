@@ -78,8 +78,9 @@ def comparison_frame(cmp: pd.DataFrame, *, a_label: str = "baseline", b_label: s
             "p (Holm)": getattr(r, "p_holm", np.nan),
             "seeds": r.n_seeds,
             "verdict": getattr(r, "verdict", ""),
+            **_backbone_columns(r),
         })
-    df = pd.DataFrame(rows)
+    df = _drop_empty_backbones(pd.DataFrame(rows))
     if not paper:
         df = df.drop(columns=[c for c in df.columns if c.startswith("paper")])
     return df
@@ -143,8 +144,30 @@ def endpoints_frame(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str
             f"ours {a_label}": _pm_text(r.a_mean, r.a_lo, r.a_hi), f"ours {b_label}": _pm_text(r.b_mean, r.b_lo, r.b_hi),
             "ours gain [95% CI]": gain, "CI half-width": r.half_width, "MDE (80% power)": r.mde,
             "p (paired t)": r.p_value, "seeds": r.n_seeds, "verdict": r.verdict,
+            **_backbone_columns(r),
         })
-    return pd.DataFrame(rows)
+    return _drop_empty_backbones(pd.DataFrame(rows))
+
+
+#: the per-backbone columns of the comparison and endpoint tables
+BACKBONE_COLUMNS = ("holds on backbones", "per backbone: gain [95% CI] verdict")
+
+
+def _backbone_columns(r) -> dict:
+    """Whether the verdict holds on each replicated backbone: ``"2/2"`` and each backbone's own
+    gain, interval and verdict category (empty for runs that are not replicated)."""
+    k = int(getattr(r, "n_backbones", 0) or 0)
+    return {BACKBONE_COLUMNS[0]: getattr(r, "holds_on", "") if k else "",
+            BACKBONE_COLUMNS[1]: (getattr(r, "by_backbone", "") or "") if k else ""}
+
+
+def _drop_empty_backbones(df: pd.DataFrame) -> pd.DataFrame:
+    """Without replicated backbones the two backbone columns say nothing: drop them."""
+    if df.empty or not all(c in df for c in BACKBONE_COLUMNS):
+        return df
+    if (df[list(BACKBONE_COLUMNS)] == "").all().all():
+        return df.drop(columns=list(BACKBONE_COLUMNS))
+    return df
 
 
 def endpoints_table(ep: pd.DataFrame, *, a_label: str = "baseline", b_label: str = "WMA", caption: str | None = None):
@@ -165,8 +188,13 @@ def claims_table(df: pd.DataFrame, caption: str):
     show = df.assign(**{
         "ours [95% CI]": [failed(v) or _fmt_gain(g, lo, hi)
                           for g, lo, hi, v in zip(df["gain"], df["lo"], df["hi"], df["verdict"])],
-    })[["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]]
-    show = show.rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
+    })
+    cols = ["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]
+    if "by_backbone" in df and df["by_backbone"].fillna("").ne("").any():
+        show = show.assign(**{BACKBONE_COLUMNS[0]: df["holds_on"].fillna(""),
+                              BACKBONE_COLUMNS[1]: df["by_backbone"].fillna("")})
+        cols = cols[:5] + list(BACKBONE_COLUMNS) + cols[5:]
+    show = show[cols].rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
     return show_table(show, caption=caption, precision=3).map(_shade_verdict, subset=["verdict"])
 
 
@@ -235,16 +263,18 @@ def target_text(rec: dict) -> str:
 
 
 def runs_table(records) -> pd.DataFrame:
-    """One row per training run: method, α, β, target, seed, epochs, D0, the target β·D0 (flagged
-    when unreachable), dev and test headline metric, time."""
+    """One row per training run: method, α, β, target, the L2-SP strength, backbone, seed, epochs,
+    D0, the target β·D0 (flagged when unreachable), dev and test headline metric, time."""
     rows = []
     for rec in records:
         c = rec["config"]
         m = rec.get("headline_metric")
         rows.append({
-            "method": c["method"], "α": f"{c['alpha']:g}", "β": f"{c['beta']:g}" if c["method"] != "baseline" else "–",
-            "target": c.get("target", "init") if c["method"] != "baseline" else "",
-            "seed": c["seed"], "best epoch": f"{rec.get('best_epoch')} of {rec.get('epochs_run')}",
+            "method": c["method"], "α": f"{c['alpha']:g}" if c["method"] != "l2sp" else "–",
+            "β": f"{c['beta']:g}" if c["method"] not in ("baseline", "l2sp") else "–",
+            "target": c.get("target", "init") if c["method"] not in ("baseline", "l2sp") else "",
+            "λ (L2-SP)": f"{c['l2sp']:g}" if c.get("l2sp") else "",
+            "backbone": c.get("backbone") or "", "seed": c["seed"], "best epoch": f"{rec.get('best_epoch')} of {rec.get('epochs_run')}",
             "D0 (mean over pairs)": float(np.mean(list(rec["d0"].values()))) if rec.get("d0") else np.nan,
             "target β·D0": target_text(rec),
             f"dev {m}": (rec.get("dev_metrics") or {}).get(m, np.nan),

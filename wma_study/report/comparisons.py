@@ -115,14 +115,24 @@ def comparison(runs, dataset: str, *, a: dict | None = None, b: dict | None = No
     Returns one row per test case (``normal``, ``<m>_noise``..., ``<m>_missing``...) with
     ``test_case, metric, paper_a, paper_b, paper_gain, a_mean, a_lo, a_hi, b_mean, b_lo, b_hi,
     diff_mean, diff_lo, diff_hi, p_value, n_seeds, gain_in_noise, paper_gain_in_ci,
-    ci_contains_zero, sd_diff, half_width, mde, collapsed_a, collapsed_b, prior_a, prior_b, verdict,
-    p_holm, a_config, b_config``: ``sd_diff`` is the standard deviation of the per-seed differences,
-    ``half_width`` that of our interval, ``mde`` the minimum detectable effect at 80% power
-    (:func:`wma_study.stats.mde`), ``collapsed_a/b`` the number of collapsed runs
-    (:func:`is_collapsed`), ``prior_a/b`` how many of those never left the prior
-    (:func:`stayed_at_prior`), ``verdict`` the reading of :func:`verdict`, and ``p_holm`` the
-    Holm-corrected p-value over the perturbed test cases (the secondary endpoints; NaN on
-    ``normal``, a primary endpoint: see :func:`endpoints`).
+    ci_contains_zero, sd_diff, se_diff, half_width, mde, collapsed_a, collapsed_b, prior_a, prior_b,
+    verdict, n_backbones, by_backbone, holds_on, tau2_backbone, p_backbone, p_holm, a_config,
+    b_config``: ``se_diff`` is the standard error of the mean difference and ``sd_diff`` the
+    standard deviation of the per-seed differences (with replicated backbones, the one that gives
+    the same standard error over ``n_seeds``), ``half_width`` that of our interval, ``mde`` the
+    minimum detectable effect at 80% power (:func:`wma_study.stats.mde`), ``collapsed_a/b`` the
+    number of collapsed runs (:func:`is_collapsed`), ``prior_a/b`` how many of those never left
+    the prior (:func:`stayed_at_prior`), ``verdict`` the reading of :func:`verdict`, and
+    ``p_holm`` the Holm-corrected p-value over the perturbed test cases (the secondary endpoints;
+    NaN on ``normal``, a primary endpoint: see :func:`endpoints`).
+
+    Backbones: when the seeds are nested in independently pretrained backbones (the runs'
+    ``backbone``), the interval is the gain averaged over the backbones with the pooled
+    within-backbone variance (:func:`wma_study.stats.blocked_paired_test`), ``by_backbone`` gives
+    each backbone's own interval and verdict category, ``holds_on`` how many of them reach the
+    pooled verdict's category (``"2/2"``), ``tau2_backbone`` the between-backbone variance of the
+    gain and ``p_backbone`` the F test of equal gains on every backbone (``n_backbones`` 0 and
+    empty texts for runs that are not replicated).
 
     Pairing and signs: only seeds that both cells ran are used (``n_seeds``), for the means and for
     the difference, so ``diff_mean = b_mean - a_mean`` (or ``a_mean - b_mean`` for MAE): ``paper_gain``
@@ -150,20 +160,21 @@ def comparison(runs, dataset: str, *, a: dict | None = None, b: dict | None = No
     cases = test_case_order(list(per_case) + list(pa) + list(pb))
     rows = []
     for case in cases:
-        xa, xb, ca, cb, qa, qb = per_case.get(case, (np.array([]), np.array([]), 0, 0, 0, 0))
+        xa, xb, ca, cb, qa, qb, blocks, fail = per_case.get(case, (np.array([]), np.array([]), 0, 0, 0, 0, [], {}))
         p_a, p_b = pa.get(case, float("nan")), pb.get(case, float("nan"))
         rows.append({"test_case": case, "metric": metric, "paper_a": p_a, "paper_b": p_b,
-                     **_paired_row(xa, xb, ca, cb, sign, sign * (p_b - p_a), qa, qb)})
+                     **_paired_row(xa, xb, ca, cb, sign, sign * (p_b - p_a), qa, qb, blocks, fail)})
     cols = ["test_case", "metric", "paper_a", "paper_b", "paper_gain", "a_mean", "a_lo", "a_hi", "b_mean", "b_lo",
             "b_hi", "diff_mean", "diff_lo", "diff_hi", "p_value", "n_seeds", "gain_in_noise", "paper_gain_in_ci",
-            "ci_contains_zero", "sd_diff", "half_width", "mde", "collapsed_a", "collapsed_b", "prior_a", "prior_b",
-            "verdict", "p_holm"]
+            "ci_contains_zero", "sd_diff", "se_diff", "half_width", "mde", "collapsed_a", "collapsed_b", "prior_a",
+            "prior_b", "verdict", "n_backbones", "by_backbone", "holds_on", "tau2_backbone", "p_backbone", "p_holm"]
     out = pd.DataFrame(rows, columns=cols)
     secondary = (out["test_case"] != "normal").to_numpy()
     out.loc[secondary, "p_holm"] = stats.holm(out.loc[secondary, "p_value"])
     out["p_holm"] = out["p_holm"].astype(float)
     out["a_config"], out["b_config"] = _cell_label(cell_a), _cell_label(cell_b)
     out["n_seeds"] = out["n_seeds"].astype(int)
+    out["n_backbones"] = out["n_backbones"].astype(int)
     for c in ("gain_in_noise", "paper_gain_in_ci", "ci_contains_zero"):
         out[c] = out[c].astype(bool)
     for c in ("collapsed_a", "collapsed_b", "prior_a", "prior_b"):
@@ -189,7 +200,9 @@ def _paired(df: pd.DataFrame, dataset: str, a: dict, b: dict, metric: str, by: s
 
     ``xa[i]``, ``xb[i]``: the metric of a and b on the ``i``-th seed both ran (NaN pairs dropped);
     ``ca``, ``cb``: how many of those runs of a / b collapsed on that case (:func:`is_collapsed`);
-    ``qa``, ``qb``: how many of those collapsed runs never left the prior (:func:`stayed_at_prior`).
+    ``qa``, ``qb``: how many of those collapsed runs never left the prior (:func:`stayed_at_prior`);
+    ``blocks``: the backbone of each of those seeds (:func:`_seed_blocks`); ``fail``:
+    ``{backbone: ((ca, qa), (cb, qb))}``, the same counts per backbone.
     """
     sel_metric = headline(dataset)
     _one_data(df, dataset)
@@ -216,25 +229,94 @@ def _paired(df: pd.DataFrame, dataset: str, a: dict, b: dict, metric: str, by: s
         xb = vb.reindex(seeds).to_numpy(dtype=float)
         ok = ~(np.isnan(xa) | np.isnan(xb))
         kept = [s for s, k in zip(seeds, ok) if k]
+        blocks = _seed_blocks(sa, sb, kept)
+        fail = {k: (_failures(sa, sk), _failures(sb, sk)) for k in dict.fromkeys(blocks)
+                for sk in [[s for s, g in zip(kept, blocks) if g == k]]}
         (ca, qa), (cb, qb) = _failures(sa, kept), _failures(sb, kept)
-        out[case] = (xa[ok], xb[ok], ca, cb, qa, qb)
+        out[case] = (xa[ok], xb[ok], ca, cb, qa, qb, blocks, fail)
     return out, cell_a, cell_b
 
 
-def _paired_row(xa, xb, ca: int, cb: int, sign: float, gain: float, qa: int = 0, qb: int = 0) -> dict:
+def _seed_blocks(sa: pd.DataFrame, sb: pd.DataFrame, seeds) -> list:
+    """The backbone each paired seed fine-tuned from (``""``: not replicated). A seed's backbone
+    is read from either method's runs (one side may be random init, which has none); two methods
+    that give one seed different backbones are not paired (ValueError)."""
+    def of(t):
+        if "backbone" not in t:
+            return {}
+        return {s: set(v) - {""} for s, v in t.groupby("seed")["backbone"].agg(lambda x: set(x.fillna(""))).items()}
+
+    fa, fb = of(sa), of(sb)
+    out = []
+    for s in seeds:
+        names = fa.get(s, set()) | fb.get(s, set())
+        if len(names) > 1:
+            raise ValueError(f"seed {s} ran on backbones {sorted(names)}: the two methods are not paired on one backbone")
+        out.append(next(iter(names)) if names else "")
+    return out
+
+
+def _oriented(t: dict, sign: float) -> tuple[float, float, float]:
+    """``(mean, lo, hi)`` of a test's difference b - a, sign-flipped for an error (MAE)."""
+    if sign > 0:
+        return t["diff_mean"], t["diff_lo"], t["diff_hi"]
+    return -t["diff_mean"], -t["diff_hi"], -t["diff_lo"]
+
+
+def _backbone_verdicts(xa, xb, blocks, sign: float, gain: float, fail: dict | None) -> list[dict]:
+    """One row per replicated backbone (``""``, not replicated, has none): ``backbone, n, mean,
+    lo, hi, verdict``, the seed-paired comparison of that backbone's seeds alone (oriented,
+    positive = b better), with its own collapsed counts from ``fail``."""
+    xa, xb, g = np.asarray(xa, float).reshape(-1), np.asarray(xb, float).reshape(-1), np.asarray(blocks, object)
+    rows = []
+    for k in dict.fromkeys(g.tolist()):
+        if k == "":
+            continue
+        a_k, b_k = xa[g == k], xb[g == k]
+        m, lo, hi = _oriented(stats.paired_test(a_k, b_k), sign)
+        n = len(a_k)
+        mde = stats.mde(float(np.std(b_k - a_k, ddof=1)), n) if n >= 2 else float("nan")
+        (ca, qa), (cb, qb) = (fail or {}).get(k, ((0, 0), (0, 0)))
+        rows.append({"backbone": k, "n": n, "mean": m, "lo": lo, "hi": hi,
+                     "verdict": verdict(m, lo, hi, n, gain, mde, ca + cb, qa + qb)})
+    return rows
+
+
+def _backbone_text(rows: list[dict]) -> str:
+    """``"b0: +0.012 [-0.010, +0.034] inconclusive; b1: ..."``."""
+    def one(r):
+        ci = f" [{r['lo']:+.3f}, {r['hi']:+.3f}]" if r["hi"] == r["hi"] else ""
+        return f"{r['backbone']}: {r['mean']:+.3f}{ci} {verdict_category(r['verdict'])}"
+
+    return "; ".join(one(r) for r in rows)
+
+
+def _paired_row(xa, xb, ca: int, cb: int, sign: float, gain: float, qa: int = 0, qb: int = 0, blocks=None,
+                fail: dict | None = None) -> dict:
     """The statistics of one seed-paired comparison (positive = b better), with its :func:`verdict`
-    (``ca``, ``cb`` collapsed runs of a / b, ``qa``, ``qb`` of them at the prior)."""
+    (``ca``, ``cb`` collapsed runs of a / b, ``qa``, ``qb`` of them at the prior).
+
+    ``blocks``: the backbone of each seed (:func:`wma_study.stats.blocked_paired_test`; ``None``
+    or all ``""``: one block, the plain paired t-test). With two or more backbones the interval is
+    the gain averaged over them, with the pooled within-backbone variance, and the row also gives
+    each backbone's own interval and verdict (``by_backbone``), how many backbones reach the
+    pooled verdict's category (``holds_on``, e.g. ``"2/2"``), the between-backbone variance of
+    the gain (``tau2_backbone``) and the F test of equal backbone gains (``p_backbone``)."""
     a_m, a_lo, a_hi = stats.mean_ci(xa)
     b_m, b_lo, b_hi = stats.mean_ci(xb)
-    t = stats.paired_test(xa, xb)
-    if sign > 0:
-        d_m, d_lo, d_hi = t["diff_mean"], t["diff_lo"], t["diff_hi"]
-    else:
-        d_m, d_lo, d_hi = -t["diff_mean"], -t["diff_hi"], -t["diff_lo"]
+    blocks = [""] * len(np.asarray(xa).reshape(-1)) if blocks is None else list(blocks)
+    t = stats.blocked_paired_test(xa, xb, blocks)
+    d_m, d_lo, d_hi = _oriented(t, sign)
     n = t["n"]
-    sd = float(np.std(np.asarray(xb) - np.asarray(xa), ddof=1)) if n >= 2 else float("nan")
+    se = t.get("se", float("nan"))
+    # the standard deviation a single-block design with the same standard error would have
+    sd = float(se * np.sqrt(n)) if n >= 2 and se == se else float("nan")
     mde = stats.mde(sd, n)
     has_ci = d_lo == d_lo and d_hi == d_hi
+    v = verdict(d_m, d_lo, d_hi, n, gain, mde, ca + cb, qa + qb)
+    per = _backbone_verdicts(xa, xb, blocks, sign, gain, fail)
+    k = len(per)
+    holds = sum(verdict_category(r["verdict"]) == verdict_category(v) for r in per)
     return {
         "paper_gain": gain, "a_mean": a_m, "a_lo": a_lo, "a_hi": a_hi, "b_mean": b_m, "b_lo": b_lo, "b_hi": b_hi,
         "diff_mean": d_m, "diff_lo": d_lo, "diff_hi": d_hi, "p_value": t["p_value"], "n_seeds": n,
@@ -242,8 +324,10 @@ def _paired_row(xa, xb, ca: int, cb: int, sign: float, gain: float, qa: int = 0,
         "paper_gain_in_ci": bool(has_ci and gain == gain and d_lo <= gain <= d_hi),
         "ci_contains_zero": bool(has_ci and d_lo <= 0 <= d_hi),
         "sd_diff": sd, "half_width": (d_hi - d_lo) / 2 if has_ci else float("nan"), "mde": mde,
-        "collapsed_a": ca, "collapsed_b": cb, "prior_a": qa, "prior_b": qb,
-        "verdict": verdict(d_m, d_lo, d_hi, n, gain, mde, ca + cb, qa + qb),
+        "collapsed_a": ca, "collapsed_b": cb, "prior_a": qa, "prior_b": qb, "se_diff": se,
+        "verdict": v, "n_backbones": k, "by_backbone": _backbone_text(per),
+        "holds_on": f"{holds}/{k}" if k else "", "tau2_backbone": t.get("tau2", float("nan")),
+        "p_backbone": t.get("p_between", float("nan")),
     }
 
 
@@ -289,9 +373,10 @@ def endpoints(runs, dataset: str, *, a: dict | None = None, b: dict | None = Non
 
     Returns one row per endpoint: ``endpoint, test_cases, metric, paper_gain, paper_rel_gain``
     (the paper's gain relative to its a), ``a_mean ... b_hi, diff_mean, diff_lo, diff_hi, p_value,
-    n_seeds, sd_diff, half_width, mde, collapsed_a, collapsed_b, prior_a, prior_b, verdict, rel_gain, rel_var``
-    (our mean gain relative to a's mean, and its sampling variance ``(sd_diff / a_mean)² / n``,
-    for :func:`pooled`).
+    n_seeds, sd_diff, se_diff, half_width, mde, collapsed_a, collapsed_b, prior_a, prior_b, verdict,
+    n_backbones, by_backbone, holds_on, tau2_backbone, p_backbone, rel_gain, rel_var`` (our mean
+    gain relative to a's mean, and its sampling variance ``(se_diff / a_mean)²``, for
+    :func:`pooled`; with one backbone ``se_diff = sd_diff / sqrt(n)``).
     """
     df = _as_runs(runs)
     a = {"method": "baseline"} if a is None else dict(a)
@@ -320,17 +405,21 @@ def endpoints(runs, dataset: str, *, a: dict | None = None, b: dict | None = Non
         seeds = sorted(set(wa.dropna().index) & set(wb.dropna().index)) if cases else []
         xa = wa.reindex(seeds).mean(axis=1).to_numpy(dtype=float)
         xb = wb.reindex(seeds).mean(axis=1).to_numpy(dtype=float)
-        ca, qa = _failures(ta[ta["test_case"].isin(cases)], seeds)
-        cb, qb = _failures(tb[tb["test_case"].isin(cases)], seeds)
+        sa, sb = ta[ta["test_case"].isin(cases)], tb[tb["test_case"].isin(cases)]
+        ca, qa = _failures(sa, seeds)
+        cb, qb = _failures(sb, seeds)
+        blocks = _seed_blocks(sa, sb, seeds)
+        fail = {k: (_failures(sa, sk), _failures(sb, sk)) for k in dict.fromkeys(blocks)
+                for sk in [[s for s, g in zip(seeds, blocks) if g == k]]}
         gains = [sign * (pb[c] - pa[c]) for c in cases if c in pa and c in pb]
         g = float(np.mean(gains)) if gains and len(gains) == len(cases) else float("nan")
         pa_mean = float(np.mean([pa[c] for c in cases])) if all(c in pa for c in cases) and cases else float("nan")
         row = {"endpoint": ep, "test_cases": ", ".join(cases), "metric": metric,
                "paper_rel_gain": g / pa_mean if pa_mean == pa_mean and pa_mean != 0 else float("nan"),
-               **_paired_row(xa, xb, ca, cb, sign, g, qa, qb)}
-        am, n = row["a_mean"], row["n_seeds"]
+               **_paired_row(xa, xb, ca, cb, sign, g, qa, qb, blocks, fail)}
+        am, se = row["a_mean"], row["se_diff"]
         row["rel_gain"] = row["diff_mean"] / am if am == am and am != 0 else float("nan")
-        row["rel_var"] = (row["sd_diff"] / am) ** 2 / n if n >= 2 and am == am and am != 0 else float("nan")
+        row["rel_var"] = (se / am) ** 2 if se == se and am == am and am != 0 else float("nan")
         rows.append(row)
     out = pd.DataFrame(rows)
     out["n_seeds"] = out["n_seeds"].astype(int)
@@ -343,7 +432,7 @@ def pooled(frames: dict, *, relative: bool = True, method: str = "random") -> pd
     ``frames``: ``{dataset: endpoints(...)}``. ``relative=True`` pools the relative gains
     (``rel_gain``, variance ``rel_var``: the headline metrics differ in scale, and the paper's
     averages 0.9% / 2.5% / 2.1% are relative gains averaged over datasets); ``False`` pools the raw
-    gains (variance ``sd_diff² / n``). Datasets whose endpoint collapsed or has fewer than 2 seeds
+    gains (variance ``se_diff²``, which is ``sd_diff² / n`` with one backbone). Datasets whose endpoint collapsed or has fewer than 2 seeds
     are left out (``k`` counts the rest; ``left_out`` names them). The paper's value is the plain
     mean of its per-dataset (relative) gains, as in its abstract.
     """
@@ -360,7 +449,8 @@ def pooled(frames: dict, *, relative: bool = True, method: str = "random") -> pd
                 left.append(ds)
                 continue
             eff.append(r["rel_gain"] if relative else r["diff_mean"])
-            var.append(r["rel_var"] if relative else r["sd_diff"] ** 2 / r["n_seeds"])
+            se = r["se_diff"] if "se_diff" in r.index else r["sd_diff"] / np.sqrt(r["n_seeds"])  # frames from before se_diff
+            var.append(r["rel_var"] if relative else se ** 2)
             used.append(ds)
         p = stats.pool_effects(eff, var, method=method)
         paper = [x for x in paper if x == x]

@@ -113,7 +113,7 @@ def _grid_rows(runs, dataset: str, test_case: str, metric: str, split: str, wher
     df = df[(df["dataset"] == dataset) & (df["split"] == split) & (df["test_case"] == test_case) & (df["metric"] == metric)]
     base = _filter(df[df["method"] == "baseline"], {k: v for k, v in where.items() if k not in ("alpha", "beta", "target", "method")})
     df = _filter(df[df["method"] != "baseline"], where)
-    other = [c for c in ("lr", "target", "epochs", "batch_size", "model", "data") if df[c].nunique(dropna=False) > 1]
+    other = [c for c in ("lr", "target", "epochs", "batch_size", "init", "data") if df[c].nunique(dropna=False) > 1]
     if other:
         raise ValueError(f"several values of {other} in the selected runs: choose with e.g. grid(..., {other[0]}=...)")
     if not base.empty and base["lr"].nunique() > 1 and df["lr"].nunique() == 1:

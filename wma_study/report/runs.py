@@ -24,10 +24,15 @@ import pandas as pd
 from wma_core.metrics import GREATER_IS_BETTER
 from wma_core.store import ResultsStore
 
-CONFIG_COLUMNS = ["dataset", "method", "alpha", "beta", "target", "lr", "seed", "epochs", "batch_size", "model", "data"]
-RUN_COLUMNS = ["key"] + CONFIG_COLUMNS + ["split", "test_case", "metric", "value", "collapsed", "feasible", "at_prior"]
-# a configuration up to its seed (what a "cell" of a sweep is)
-CELL = ["dataset", "method", "alpha", "beta", "target", "lr", "epochs", "batch_size", "model", "data"]
+CONFIG_COLUMNS = ["dataset", "method", "alpha", "beta", "target", "lr", "l2sp", "seed", "epochs", "batch_size", "model",
+                  "backbone", "data"]
+RUN_COLUMNS = ["key"] + CONFIG_COLUMNS + ["init", "split", "test_case", "metric", "value", "collapsed", "feasible",
+                                          "at_prior"]
+# a configuration up to its seed and its backbone (what a "cell" of a sweep is): the replicated
+# backbones of the pretrained miniature are one initialisation, "pretrained" (see init_of)
+CELL = ["dataset", "method", "alpha", "beta", "target", "lr", "l2sp", "epochs", "batch_size", "init", "data"]
+#: the ``init`` of the replicated pretrained backbones (:func:`init_of`)
+PRETRAINED_INIT = "pretrained"
 HEADLINE = {"hateful_memes": "auroc", "mmimdb": "f1_macro", "ur_funny": "auroc", "mosei": "mae"}
 MODALITY_ORDER = ["text", "image", "video", "audio"]
 
@@ -119,6 +124,13 @@ def failure_kind(record: dict, test_case: str = "normal") -> str | None:
     return "never left the prior" if stayed_at_prior(record, test_case) else "collapsed"
 
 
+def init_of(config: dict) -> str:
+    """The initialisation a run's cell is grouped by: :data:`PRETRAINED_INIT` for a replicated
+    backbone of the pretrained miniature (its ``backbone`` field is set; the backbones differ as
+    seeds do), otherwise the model's identity (``"tiny"``, a hub name, ``folder:<digest>``)."""
+    return PRETRAINED_INIT if config.get("backbone") else config.get("model")
+
+
 def records_frame(records: list, store_or_dir) -> pd.DataFrame:
     """:func:`runs_frame` restricted to the runs of ``records`` (what a chapter just trained or reused)."""
     runs = runs_frame(store_or_dir)
@@ -145,7 +157,9 @@ def runs_frame(store_or_dir, *, data_dir=None, **where) -> pd.DataFrame:
     """All runs of a results store as a long table.
 
     One row per (run, split, test case, metric); columns :data:`RUN_COLUMNS`: ``key``, the config
-    fields ``dataset, method, alpha, beta, target, lr, seed, epochs, batch_size, model, data``,
+    fields ``dataset, method, alpha, beta, target, lr, l2sp, seed, epochs, batch_size, model,
+    backbone, data`` (``backbone`` ``""`` and ``l2sp`` 0 for records written before they
+    existed), ``init`` (:func:`init_of`),
     ``split`` (``"test"``: every test case of the best checkpoint; ``"dev"``: the dev split,
     unperturbed, best checkpoint, with ``test_case="normal"``), ``test_case``, ``metric``, ``value``,
     ``collapsed`` (:func:`is_collapsed` on that test case; always False on dev), ``feasible``
@@ -171,6 +185,9 @@ def runs_frame(store_or_dir, *, data_dir=None, **where) -> pd.DataFrame:
         if any(k not in cfg or not _matches(cfg[k], v) for k, v in where.items()):
             continue
         base = {"key": rec["key"], **{c: cfg.get(c) for c in CONFIG_COLUMNS}, "feasible": target_reachable(rec)}
+        base["backbone"] = cfg.get("backbone") or ""
+        base["l2sp"] = cfg.get("l2sp") or 0.0
+        base["init"] = init_of(cfg)
         for case, metrics in (rec.get("metrics") or {}).items():
             dead, prior = is_collapsed(rec, case), stayed_at_prior(rec, case)
             for metric, value in metrics.items():
@@ -183,17 +200,33 @@ def runs_frame(store_or_dir, *, data_dir=None, **where) -> pd.DataFrame:
     df["collapsed"] = df["collapsed"].astype(bool)
     df["feasible"] = df["feasible"].astype(bool)
     df["at_prior"] = df["at_prior"].astype(bool)
-    for c in ("alpha", "beta", "lr", "value"):
+    for c in ("alpha", "beta", "lr", "l2sp", "value"):
         df[c] = df[c].astype(float)
     return df
 
 
 def _as_runs(runs) -> pd.DataFrame:
     if isinstance(runs, pd.DataFrame):
-        return runs
+        return _with_defaults(runs)
     if isinstance(runs, (ResultsStore, str, Path)):
         return runs_frame(runs)
     raise TypeError(f"runs must be a runs_frame DataFrame, a ResultsStore or its folder; got {type(runs).__name__}")
+
+
+def _with_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """A runs frame built elsewhere (or before the columns existed) with ``backbone``, ``l2sp``
+    and ``init`` filled as :func:`runs_frame` fills them: ``""``, 0 and the model."""
+    missing = {c: df.get(c) is None or df[c].isna().all() for c in ("backbone", "l2sp", "init")}
+    if not any(missing.values()):
+        return df
+    df = df.copy()
+    if missing["backbone"]:
+        df["backbone"] = ""
+    if missing["l2sp"]:
+        df["l2sp"] = 0.0
+    if missing["init"]:
+        df["init"] = [PRETRAINED_INIT if b else m for b, m in zip(df["backbone"].fillna(""), df["model"])]
+    return df
 
 
 def _filter(df: pd.DataFrame, sel: dict) -> pd.DataFrame:
@@ -293,6 +326,8 @@ def _cell_label(cell: dict | None) -> str:
     if cell is None:
         return ""
     s = f"{cell['method']} lr={cell['lr']:g}"
+    if cell["method"] == "l2sp":
+        return s + f" λ={cell['l2sp']:g}"
     if cell["method"] != "baseline":
         s += f" α={cell['alpha']:g} β={cell['beta']:g} target={cell['target']}"
     return s
