@@ -22,8 +22,9 @@
 # image tokens under the pretrained weights, and WMA keeps the fine-tuned model's distance near
 # $\beta \cdot D_0$. A randomly initialised backbone has no alignment to keep: its tokens are
 # nearly random, its $D_0$ is about 0.9 on every dataset, and fine-tuning builds the alignment
-# from scratch. So the embedded default pretrains its tiny ViLT once, with ViLT's three
-# objectives, and every training chapter fine-tunes from that checkpoint.
+# from scratch. So the embedded default pretrains its tiny ViLT with ViLT's three objectives,
+# twice over (two independent backbones, see *Replicated backbones* below), and every training
+# chapter fine-tunes from those checkpoints.
 #
 # **The corpus.** Label-free image–caption pairs in the layout of COCO captions
 # (`annotations/captions_train2017.json`, `train2017/…jpg`), drawn from the same generative world

@@ -258,7 +258,7 @@ def test_l2sp_penalty_and_gradient_by_hand():
     value = sp()
     value.backward()
     want = 0.15 * sum(float(((p.detach() - s) ** 2).sum()) for p, s in zip(lin.parameters(), start))
-    assert float(value) == pytest.approx(want, rel=1e-6)
+    assert float(value.detach()) == pytest.approx(want, rel=1e-6)
     for p, s in zip(lin.parameters(), start):
         assert torch.allclose(p.grad, 0.3 * (p.detach() - s), atol=1e-6)
     assert sp.distance() == pytest.approx(math.sqrt(want / 0.15), rel=1e-6)
@@ -298,3 +298,19 @@ def test_l2sp_strength_is_the_best_dev_mean_with_ties_to_the_weaker():
     assert choose(tie, "mosei")["strength"] == 0.001
     with pytest.raises(ValueError, match="no L2-SP run"):
         choose(recs[-1:], "mosei")
+
+
+def test_tables_show_the_backbones_only_when_the_runs_are_replicated():
+    from wma_study import chapters, figures
+
+    vals = _two_backbones()
+    rep = report.endpoints(_frame(vals, lambda m, s: "b0" if s < 4 else "b1"), "hateful_memes")
+    one = report.endpoints(_frame(vals, lambda m, s: ""), "hateful_memes")
+    shown = figures.endpoints_frame(rep)
+    assert shown["holds on backbones"].tolist() == rep["holds_on"].tolist()
+    assert "holds on backbones" not in figures.endpoints_frame(one)
+    claims = chapters.claim_rows({"hateful_memes": rep}, "WMA beats the baseline", table=1)
+    html = figures.claims_table(claims, "c").to_html()
+    r = rep.set_index("endpoint").loc["normal"]
+    assert f"b0: {r['by_backbone'].split(': ')[1].split(' [')[0]}" in html and "<br>b1:" in html
+    assert "per backbone" not in figures.claims_table(chapters.claim_rows({"hateful_memes": one}, "x", table=1), "c").to_html()

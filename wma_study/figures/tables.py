@@ -161,6 +161,15 @@ def _backbone_columns(r) -> dict:
             BACKBONE_COLUMNS[1]: (getattr(r, "by_backbone", "") or "") if k else ""}
 
 
+def compact_backbones(text: str) -> str:
+    """A ``by_backbone`` text without its intervals, one backbone per line (the summary's claims
+    table; the chapters' tables keep the intervals): ``"b0: -0.012 inconclusive<br>b1: ..."``."""
+    import re
+
+    parts = [re.sub(r" \[[^\]]*\]", "", p.strip()) for p in str(text or "").split(";") if p.strip()]
+    return "<br>".join(parts)
+
+
 def _drop_empty_backbones(df: pd.DataFrame) -> pd.DataFrame:
     """Without replicated backbones the two backbone columns say nothing: drop them."""
     if df.empty or not all(c in df for c in BACKBONE_COLUMNS):
@@ -192,8 +201,8 @@ def claims_table(df: pd.DataFrame, caption: str):
     cols = ["claim", "paper", "ours [95% CI]", "mde", "verdict", "evidence"]
     if "by_backbone" in df and df["by_backbone"].fillna("").ne("").any():
         show = show.assign(**{BACKBONE_COLUMNS[0]: df["holds_on"].fillna(""),
-                              BACKBONE_COLUMNS[1]: df["by_backbone"].fillna("")})
-        cols = cols[:5] + list(BACKBONE_COLUMNS) + cols[5:]
+                              "per backbone: gain, verdict": df["by_backbone"].fillna("").map(compact_backbones)})
+        cols = cols[:5] + [BACKBONE_COLUMNS[0], "per backbone: gain, verdict"] + cols[5:]
     show = show[cols].rename(columns={"paper": "paper's gain", "mde": "our MDE (80% power)"})
     return show_table(show, caption=caption, precision=3).map(_shade_verdict, subset=["verdict"])
 
