@@ -58,6 +58,7 @@ data_root: Optional[str] = None  # raw Hateful Memes folder (img/, train.jsonl, 
 model: Optional[str] = None  # None: the profile's; "tiny", a local folder written by save_pretrained (weights + tokenizer) or a hub name; its tokenizer prepares the data
 alpha: Optional[float] = None  # WMA α (None: the paper's choice for this dataset, scaled down in the miniature where it would outweigh the task loss)
 beta: float = 2.0  # WMA β: the target OT distance is β·D0 (the paper's choice for this dataset)
+l2sp: Optional[float] = None  # L2-SP strength λ of the control (None: the pre-registered one on the twins, none on the real data; 0: no L2-SP runs)
 seeds: Optional[list] = None  # training seeds (None: the profile's)
 device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
@@ -103,7 +104,7 @@ display(Markdown(report.PRIMARY_ENDPOINTS_TEXT))
 # changed.
 
 # %%
-configs = plan.dataset_runs(DATASET, scale, data_root, model=model, alpha=alpha, beta=beta,  # baseline, WMA, min-OT
+configs = plan.dataset_runs(DATASET, scale, data_root, model=model, alpha=alpha, beta=beta, l2sp=l2sp,  # baseline, WMA, min-OT, L2-SP
                              seeds=seeds, lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())

@@ -118,7 +118,7 @@ display(figures.claims_table(t2, f"Table 2 claims: WMA vs minimise OT (Î± = 1, Î
 if len(t3):
     display(figures.claims_table(t3, f"WMA vs L2-SP, primary endpoints ({scale_text})"))
 else:
-    print("No L2-SP runs: no strength is pre-registered for these datasets (python -m wma_study.l2sp).")
+    print("No L2-SP runs: their strength is pre-registered for the synthetic twins only (python -m wma_study.l2sp).")
 #
 # ## The headline averages: 0.9%, 2.5% and 2.1%
 #

@@ -314,3 +314,15 @@ def test_tables_show_the_backbones_only_when_the_runs_are_replicated():
     r = rep.set_index("endpoint").loc["normal"]
     assert f"b0: {r['by_backbone'].split(': ')[1].split(' [')[0]}" in html and "<br>b1:" in html
     assert "per backbone" not in figures.claims_table(chapters.claim_rows({"hateful_memes": one}, "x", table=1), "c").to_html()
+
+
+def test_chapters_train_l2sp_at_its_registered_strength_on_the_twins_only(tmp_path, monkeypatch):
+    from wma_study import l2sp, plan
+
+    monkeypatch.setenv("WMA_DATA", str(tmp_path))
+    lam = l2sp.strength("mosei")
+    assert lam is not None and lam > 0
+    runs = plan.dataset_runs("mosei", "smoke")
+    sp = [c for c in runs if c.method == "l2sp"]
+    assert len(sp) == len({c.seed for c in runs}) and {c.l2sp for c in sp} == {lam} and {c.alpha for c in sp} == {0.0}
+    assert not [c for c in plan.dataset_runs("mosei", "smoke", l2sp=0) if c.method == "l2sp"]

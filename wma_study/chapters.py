@@ -74,7 +74,8 @@ def l2sp_section(runs: pd.DataFrame, dataset: str, *, b: dict, title: str, b_det
     printed line) when the chapter has no L2-SP runs (no strength pre-registered)."""
     if not (runs["method"] == "l2sp").any():
         if show:
-            print(f"No L2-SP runs for {dataset}: no strength is pre-registered (python -m wma_study.l2sp).")
+            print(f"No L2-SP runs for {dataset}: its strength is pre-registered for the synthetic twins only "
+                  "(python -m wma_study.l2sp); on the real data, give the chapter's l2sp a strength.")
         return None
     lam = float(runs.loc[runs["method"] == "l2sp", "l2sp"].iloc[0])
     return comparison_section(runs, dataset, a={"method": "l2sp"}, b=b, paper_table=1, a_label="L2-SP", b_label="WMA",

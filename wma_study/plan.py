@@ -33,13 +33,17 @@ def dataset_runs(dataset: str, scale: str = "default", data_root: str | None = N
                  alpha: float | None = None, beta: float | None = None, l2sp: float | None = None, **common) -> list:
     """A dataset chapter (02-05): baseline, WMA at (α, β), minimise-OT and the L2-SP control, per seed.
     ``alpha=None``: :func:`wma_study.experiments.chapter_alpha`; ``beta=None``: the paper's;
-    ``l2sp=None``: the pre-registered strength (:func:`wma_study.l2sp.strength`; none registered,
-    or 0: no L2-SP runs)."""
+    ``l2sp=None``: the pre-registered strength on the synthetic twins (:func:`wma_study.l2sp.strength`;
+    none registered, or 0: no L2-SP runs). It was chosen on the miniature, so on the real data
+    (``scale="paper"``) there is no L2-SP run unless ``l2sp`` gives a strength."""
     from .l2sp import strength
 
     alpha = chapter_alpha(dataset, scale, alpha)
     beta = PAPER_SELECTED[dataset][1] if beta is None else float(beta)
-    l2sp = strength(dataset) if l2sp is None else float(l2sp)
+    if l2sp is None:
+        l2sp = strength(dataset) if get_profile(scale).twin_n is not None else None
+    else:
+        l2sp = float(l2sp)
     data_dir = prepare_data(dataset, scale, data_root, model=model)
     return method_configs(dataset, data_dir, scale, alpha=alpha, beta=beta, l2sp=l2sp, model=model, **_common(**common))
 
