@@ -163,7 +163,7 @@ def blocked_paired_test(a, b, blocks, confidence: float = 0.95) -> dict:
         return {**out, "diff_lo": mu, "diff_hi": mu, "p_value": NAN, "se": 0.0, "tau2": tau2, "p_between": NAN}
     h = float(_st.t.ppf((1 + confidence) / 2, df)) * se
     p = float(2 * _st.t.sf(abs(mu) / se, df))
-    p_between = float(_st.f_oneway(*groups).pvalue) if all(len(x) >= 1 for x in groups) else NAN
+    p_between = float(_st.f_oneway(*groups).pvalue)
     return {**out, "diff_lo": mu - h, "diff_hi": mu + h, "p_value": p, "se": se, "tau2": tau2, "p_between": p_between}
 
 

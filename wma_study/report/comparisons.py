@@ -229,12 +229,21 @@ def _paired(df: pd.DataFrame, dataset: str, a: dict, b: dict, metric: str, by: s
         xb = vb.reindex(seeds).to_numpy(dtype=float)
         ok = ~(np.isnan(xa) | np.isnan(xb))
         kept = [s for s, k in zip(seeds, ok) if k]
-        blocks = _seed_blocks(sa, sb, kept)
-        fail = {k: (_failures(sa, sk), _failures(sb, sk)) for k in dict.fromkeys(blocks)
-                for sk in [[s for s, g in zip(kept, blocks) if g == k]]}
+        blocks, fail = _blocks_and_failures(sa, sb, kept)
         (ca, qa), (cb, qb) = _failures(sa, kept), _failures(sb, kept)
         out[case] = (xa[ok], xb[ok], ca, cb, qa, qb, blocks, fail)
     return out, cell_a, cell_b
+
+
+def _blocks_and_failures(sa: pd.DataFrame, sb: pd.DataFrame, seeds) -> tuple[list, dict]:
+    """The backbone of each of ``seeds`` (:func:`_seed_blocks`) and, per backbone, the
+    :func:`_failures` of a's and of b's runs on its seeds: ``(blocks, {backbone: ((ca, qa), (cb, qb))})``."""
+    blocks = _seed_blocks(sa, sb, seeds)
+    fail = {}
+    for k in dict.fromkeys(blocks):
+        mine = [s for s, g in zip(seeds, blocks) if g == k]
+        fail[k] = (_failures(sa, mine), _failures(sb, mine))
+    return blocks, fail
 
 
 def _seed_blocks(sa: pd.DataFrame, sb: pd.DataFrame, seeds) -> list:
@@ -408,9 +417,7 @@ def endpoints(runs, dataset: str, *, a: dict | None = None, b: dict | None = Non
         sa, sb = ta[ta["test_case"].isin(cases)], tb[tb["test_case"].isin(cases)]
         ca, qa = _failures(sa, seeds)
         cb, qb = _failures(sb, seeds)
-        blocks = _seed_blocks(sa, sb, seeds)
-        fail = {k: (_failures(sa, sk), _failures(sb, sk)) for k in dict.fromkeys(blocks)
-                for sk in [[s for s, g in zip(seeds, blocks) if g == k]]}
+        blocks, fail = _blocks_and_failures(sa, sb, seeds)
         gains = [sign * (pb[c] - pa[c]) for c in cases if c in pa and c in pb]
         g = float(np.mean(gains)) if gains and len(gains) == len(cases) else float("nan")
         pa_mean = float(np.mean([pa[c] for c in cases])) if all(c in pa for c in cases) and cases else float("nan")
