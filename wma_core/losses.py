@@ -200,15 +200,18 @@ class L2SP:
         self.params = [p for p in params if p.requires_grad]
         self.anchors = [p.detach().clone() for p in self.params]
 
+    def _squared(self) -> torch.Tensor:
+        """``Σ_j ||θ_j − θ_j^0||²`` in float32."""
+        return sum(((p.float() - a.float()) ** 2).sum() for p, a in zip(self.params, self.anchors))
+
     def __call__(self) -> torch.Tensor:
         """``R_sp``, a scalar with gradient ``λ (θ_j − θ_j^0)`` for every parameter."""
-        total = sum(((p.float() - a.float()) ** 2).sum() for p, a in zip(self.params, self.anchors))
-        return 0.5 * self.strength * total
+        return 0.5 * self.strength * self._squared()
 
     def distance(self) -> float:
         """``||θ − θ^0||`` over all those parameters (no gradient)."""
         with torch.no_grad():
-            return float(sum(((p.float() - a.float()) ** 2).sum() for p, a in zip(self.params, self.anchors)) ** 0.5)
+            return float(self._squared()) ** 0.5
 
 
 def task_loss(kind: str, output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -243,16 +243,18 @@ def run_configs(
         model = str(folder)  # trials may run in other processes, with another working directory
     # the pretrained miniature is replicated (Profile.backbones): each seed fine-tunes the
     # backbone its block of seeds is nested in (profiles.backbone_of)
+    folders = {}  # backbone -> its folder, resolved (and checked) once
     per_seed = {}
     for s in seeds:
         if asked != PRETRAINED:
             per_seed[int(s)] = {"model": model, "backbone": ""}
             continue
         b = backbone_of(prof, s)
-        folder_b = model if b == 0 else str(local_folder(resolve_model(PRETRAINED, scale, backbone=b)))
-        if b != 0:
-            same_tokenizer(model, folder_b)
-        per_seed[int(s)] = {"model": folder_b, "backbone": backbone_label(b)}
+        if b not in folders:
+            folders[b] = model if b == 0 else str(local_folder(resolve_model(PRETRAINED, scale, backbone=b)))
+            if b != 0:
+                same_tokenizer(model, folders[b])
+        per_seed[int(s)] = {"model": folders[b], "backbone": backbone_label(b)}
     noise = {} if {"noise_mode", "amplitude"} & set(overrides) else noise_settings(dataset, scale)
     base = TrainConfig(
         dataset=dataset,

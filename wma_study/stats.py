@@ -121,7 +121,8 @@ def blocked_paired_test(a, b, blocks, confidence: float = 0.95) -> dict:
       ``max(0, (MSB − MSW) / n0)`` with ``n0 = (N − Σ n_k² / N) / (K − 1)`` (one-way random
       effects ANOVA; REML's estimate for balanced blocks when positive), and ``p_between``, the
       F test of equal block means (:func:`scipy.stats.f_oneway`);
-    - ``blocks``: ``{block: paired_test of its seeds}``, for a verdict per backbone.
+    - ``blocks``: ``{block: paired_test of its seeds, with "sd" the standard deviation of its
+      differences}``, for a verdict per backbone.
 
     With one block this is :func:`paired_test` exactly (``N − 1`` degrees of freedom). NaN pairs
     are left out. ``N − K < 1`` (e.g. one seed per backbone) → NaN interval and p-value; zero
@@ -136,14 +137,16 @@ def blocked_paired_test(a, b, blocks, confidence: float = 0.95) -> dict:
     a, b, g = a[keep], b[keep], g[keep]
     d = b - a
     names = list(dict.fromkeys(g.tolist()))
-    per = {k: paired_test(a[g == k], b[g == k], confidence) for k in names}
+    per = {}
+    for k in names:
+        dk = d[g == k]
+        per[k] = {**paired_test(a[g == k], b[g == k], confidence), "sd": float(dk.std(ddof=1)) if len(dk) > 1 else NAN}
     K, N = len(names), len(d)
     base = {"n": N, "k_blocks": K, "blocks": per, "test": "paired t-test, seeds nested in backbones"}
     if K <= 1:
         t = paired_test(a, b, confidence)
         se = float(d.std(ddof=1)) / math.sqrt(N) if N >= 2 else NAN
-        return {**t, **base, "se": se, "df": N - 1, "tau2": NAN, "p_between": NAN,
-                "test": t["test"]}
+        return {**base, **t, "se": se, "df": N - 1, "tau2": NAN, "p_between": NAN}
     groups = [d[g == k] for k in names]
     means = np.array([x.mean() for x in groups])
     ns = np.array([len(x) for x in groups], dtype=float)

@@ -272,22 +272,20 @@ def _oriented(t: dict, sign: float) -> tuple[float, float, float]:
     return -t["diff_mean"], -t["diff_hi"], -t["diff_lo"]
 
 
-def _backbone_verdicts(xa, xb, blocks, sign: float, gain: float, fail: dict | None) -> list[dict]:
+def _backbone_verdicts(blocks: dict, sign: float, gain: float, fail: dict | None) -> list[dict]:
     """One row per replicated backbone (``""``, not replicated, has none): ``backbone, n, mean,
-    lo, hi, verdict``, the seed-paired comparison of that backbone's seeds alone (oriented,
-    positive = b better), with its own collapsed counts from ``fail``."""
-    xa, xb, g = np.asarray(xa, float).reshape(-1), np.asarray(xb, float).reshape(-1), np.asarray(blocks, object)
+    lo, hi, verdict``, from that backbone's own paired test (``blocks``, as
+    :func:`wma_study.stats.blocked_paired_test` returns them; oriented, positive = b better),
+    with its own collapsed counts from ``fail``."""
     rows = []
-    for k in dict.fromkeys(g.tolist()):
+    for k, t in blocks.items():
         if k == "":
             continue
-        a_k, b_k = xa[g == k], xb[g == k]
-        m, lo, hi = _oriented(stats.paired_test(a_k, b_k), sign)
-        n = len(a_k)
-        mde = stats.mde(float(np.std(b_k - a_k, ddof=1)), n) if n >= 2 else float("nan")
+        m, lo, hi = _oriented(t, sign)
+        n = t["n"]
         (ca, qa), (cb, qb) = (fail or {}).get(k, ((0, 0), (0, 0)))
         rows.append({"backbone": k, "n": n, "mean": m, "lo": lo, "hi": hi,
-                     "verdict": verdict(m, lo, hi, n, gain, mde, ca + cb, qa + qb)})
+                     "verdict": verdict(m, lo, hi, n, gain, stats.mde(t["sd"], n), ca + cb, qa + qb)})
     return rows
 
 
@@ -323,7 +321,7 @@ def _paired_row(xa, xb, ca: int, cb: int, sign: float, gain: float, qa: int = 0,
     mde = stats.mde(sd, n)
     has_ci = d_lo == d_lo and d_hi == d_hi
     v = verdict(d_m, d_lo, d_hi, n, gain, mde, ca + cb, qa + qb)
-    per = _backbone_verdicts(xa, xb, blocks, sign, gain, fail)
+    per = _backbone_verdicts(t["blocks"], sign, gain, fail)
     k = len(per)
     holds = sum(verdict_category(r["verdict"]) == verdict_category(v) for r in per)
     return {
