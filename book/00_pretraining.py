@@ -26,13 +26,20 @@
 # twice over (two independent backbones, see *Replicated backbones* below), and every training
 # chapter fine-tunes from those checkpoints.
 #
+# **The world.** One generator (`data_prep.synth.world`) draws every picture of the book: scenes
+# of 15 nouns (lion, kite, anchor, …), each a *glyph*, one black texture repeated over its 2 × 2
+# patches inside a frame of one of six colours, in the 32-pixel slots of a 64 × 64, 64 × 96 or
+# 96 × 64 image. Image sides are patch multiples, so ViLT's resize leaves them as they are, and
+# any single patch of a glyph tells its noun and its colour.
+#
 # **The corpus.** Label-free image–caption pairs in the layout of COCO captions
-# (`annotations/captions_train2017.json`, `train2017/…jpg`), drawn from the same generative world
-# as the synthetic twins (tiles, the memes' colours, the posters' genre colours, the twins' words)
-# with seeds no twin uses. Captions name what particular tiles show ("a teal circle at the top
-# left", "mostly red and dark tiles"): without such words, word–patch alignment has nothing to
-# align. `python -m data_prep prepare coco_captions` reads it, and would read the real COCO captions
-# the same way.
+# (`annotations/captions_train2017.json`, `train2017/…jpg`), drawn from that world with seeds no
+# twin uses. A caption names every object's colour, noun and place ("a red lion at the top left
+# and a blue kite on the right"): the words name what particular patches show. There is one kind
+# of scene, so a mismatched picture can only be told from the right one by reading what the
+# caption names. About half the captions end with a clause of the twins' other words, so that the
+# tokenizer fitted on the corpus knows every word the twins write. `python -m data_prep prepare
+# coco_captions` reads it, and would read the real COCO captions the same way.
 #
 # **The objectives** (`wma_core.pretrain`, as in ViLT's code):
 #
@@ -42,7 +49,15 @@
 #   pooled output says matched or not;
 # - word–patch alignment: on that batch, $\ell_{wpa} = (\sum_{matched} D_i - \sum_{mismatched} D_i)/B$
 #   with $D_i$ the OT distance between the image tokens and the text tokens (IPOT, cosine cost),
-#   added with weight 0.1.
+#   added with weight 0.3 (ViLT's is 0.1).
+#
+# Half of the swapped images are *hard* ones: the picture of the caption in the batch whose words
+# overlap most with this one, so that matching has to read what the words name. The recipe (WPA
+# weight 0.3, half the negatives hard, 8 epochs; `wma_core.pretrain.SCALES`) was chosen on the
+# corpus alone, from held-out hard-negative ITM, masked-noun accuracy and the distances of
+# matched and mismatched pairs, before any twin was fine-tuned. The build stops if a backbone's
+# held-out hard-negative ITM is
+# below 0.8 (`Profile.itm_floor`).
 #
 # The checkpoint is saved like `dandelin/vilt-b32-mlm` (model and WordPiece tokenizer with
 # `save_pretrained`), so the training chapters load it through the same code path as the real
@@ -94,7 +109,7 @@ publish(figures.pretraining_curves(S.loss_curves(folder), epochs), "pretraining_
 # The three pretraining losses per step (thin: each step; thick: smoothed): masked
 # language modelling, image–text matching and word–patch alignment. Bottom right: per epoch, on the
 # first 256 held-out captions, image–text matching accuracy (random and hard swapped images, see
-# below) and the accuracy of masked colour and shape words with the image and with the image
+# below) and the accuracy of masked colour and noun words with the image and with the image
 # missing.
 # ```
 
@@ -103,18 +118,16 @@ publish(figures.pretraining_curves(S.loss_curves(folder), epochs), "pretraining_
 #
 # On the corpus' held-out split (val2017), for the checkpoint and for its initial random weights:
 # image–text matching accuracy (half the images swapped), the accuracy of masked colour and
-# shape words predicted with the image and with the image missing (its embedding features set
+# noun words predicted with the image and with the image missing (its embedding features set
 # to zero), and the mean alignment distance of matched and mismatched pairs. Grounding shows as
-# the gap between the "with" and "without" rows.
+# the gap between the "with" and "without" rows: with every colour and noun of a caption masked,
+# the text alone cannot say which noun was there (1 in 15 by chance), the picture can.
 #
-# Two rows ask more of the model. A random swapped image (ViLT's protocol, `itm_accuracy`,
-# `d_mismatched`) is usually a different *kind* of scene: an object scene for a meme caption,
-# say. A model can tell those apart from the kind of picture alone, without reading what the
-# caption names. In `itm_accuracy_hard` and `d_mismatched_hard`, every swapped image is a *hard*
-# one instead: the picture of the held-out caption whose words overlap most with this caption
-# (Jaccard similarity of their token sets), which is nearly always a scene of the same kind.
-# Near 0.5 and near `d_matched` there, the checkpoint matches kinds of scene, not content; the
-# twins' mismatched pairs below are all of one kind.
+# `itm_accuracy` swaps in random images (ViLT's protocol); in `itm_accuracy_hard` and
+# `d_mismatched_hard` every swapped image is a *hard* one: the picture of the held-out caption
+# whose words overlap most with this caption (Jaccard similarity of their token sets), which
+# shares most of its nouns and colours. A model that only matched kinds of scene, or counted
+# objects, would sit near 0.5 there.
 
 # %%
 held_out = S.held_out_table(folder)
@@ -143,14 +156,34 @@ display(figures.show_table(S.held_out_by_backbone(scale).reset_index(names="metr
 # On the test split of the Hateful Memes and MM-IMDb twins, tokenised with the checkpoint's
 # tokenizer: the mean OT distance between each text and its own image, and between each text and
 # the next sample's image. Under random weights the two are the same. A gap under the pretrained
-# weights would mean that the alignment learnt on the corpus tells a twin's own image from
-# another one; where the gap stays near zero, it does not. Two things stand in the way: the
-# twins' captions name no tiles, and the hard-negative rows above show that the checkpoint
-# hardly compares content even on its own corpus (its swapped pairs here are all of one kind).
+# weights means that the alignment learnt on the corpus tells a twin's own image from another
+# one: the twins' texts name nouns of the same world (a meme's caption names two, a plot names
+# some of the objects its poster shows), so this is the alignment WMA can keep or lose.
 
 # %%
 gap = S.twin_gap(folder, gap_datasets, scale)
 display(figures.show_table(gap, caption="D(matched), D(mismatched) and their gap"))
+
+# %% [markdown]
+# ## What the twins ask for
+#
+# Each twin leaves the statistics it was drawn from beside its raw files (`world.json`). A
+# logistic regression on them (linear regression for MOSEI's score, whose metric is the mean
+# absolute error, lower is better) bounds what a model can reach from each view: the statistics
+# the text expresses, those the image (for the feature twins, the video) expresses, all of them
+# side by side (*additive*), and *full*, which adds the interaction the label is built on. On
+# Hateful Memes a meme is hateful mostly when its caption attacks a noun **that the image
+# shows**, and benign confounders pair the same caption with another picture, so only *full*
+# scores well: a model has to relate the words to the picture. MM-IMDb has no interaction (its
+# full row equals additive) but needs both modalities; UR-FUNNY and MOSEI add a text × video
+# product to additive parts. These are ceilings on the generator's statistics, not on pixels and
+# tokens.
+
+# %%
+from wma_study.ceilings import twin_ceilings
+
+display(figures.show_table(twin_ceilings(scale, datasets), caption="Ceilings on each twin's test split: "
+                           "regressions on the generating statistics, by view"))
 
 # %% [markdown]
 # ## D0 per dataset

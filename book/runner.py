@@ -143,7 +143,8 @@ def pretrain_step(scale: str, logs: Path, hang_after: float = HANG_AFTER) -> flo
     out between them (a backbone's checkpoint does not depend on the thread count but for float
     rounding), each watched by its heartbeat (:func:`run_watched`). Returns the step's seconds,
     or ``None`` when the profile fine-tunes from something else (the paper scale's hub model);
-    raises :class:`StepFailed` naming the backbone whose pretraining failed."""
+    raises :class:`StepFailed` naming the backbone whose pretraining failed, or whose held-out
+    hard-negative ITM is under ``Profile.itm_floor`` (:func:`wma_study.pretrain_study.check_itm_floor`)."""
     from wma_study.experiments import PRETRAINED, get_profile
 
     profile = get_profile(scale)
@@ -177,6 +178,12 @@ def pretrain_step(scale: str, logs: Path, hang_after: float = HANG_AFTER) -> flo
         lines = res["tail"]
         print(f"[build] pretrained backbone {k} in {seconds:.0f} s: {lines[-2] if len(lines) > 1 else ''}\n"
               f"        -> {lines[-1] if lines else ''}", flush=True)
+    from wma_study.pretrain_study import BelowFloor, check_itm_floor
+
+    try:
+        check_itm_floor(scale)
+    except BelowFloor as e:  # fine-tuning from a backbone that does not ground would test nothing
+        raise StepFailed(f"pretraining did not ground: {e}") from None
     return time.perf_counter() - t0
 
 

@@ -37,7 +37,7 @@ PAIR = "text-image"
 
 @pytest.fixture(scope="module")
 def hm_dir(hm_twin):
-    return hm_twin(120, 3)
+    return hm_twin(120, 7)  # a twin on which the best dev epoch is not the last and WMA reaches 0.5·D0
 
 
 def _cfg(data_dir, **kw):

@@ -1,15 +1,17 @@
 """What a grounded twin asks for: ceilings of models that see the generating statistics.
 
-A twin of the grounded world (:mod:`data_prep.synth.grounded`, not the book's default yet)
-leaves, beside its raw files, the statistics every sample was drawn from (``RAW/world.json``). A logistic regression
+A twin (:mod:`data_prep.synth`) leaves, beside its raw files, the statistics every sample was drawn from (``RAW/world.json``). A logistic regression
 fitted on the train split's statistics and scored on the test split bounds what a model can
 reach from each view of them:
 
 - **text only** / **image only**: the statistics one modality expresses;
 - **additive**: all of them, each entering on its own (a sum of one-modality functions);
 - **full**: additive plus the interaction that the label is built on (Hateful Memes: "attack
-  and its target is depicted"). The MM-IMDb twin has no interaction, so its full model is the
-  additive one.
+  and its target is depicted"; UR-FUNNY and MOSEI: the product of the text and video latents).
+  The MM-IMDb twin has no interaction, so its full model is the additive one.
+
+The feature twins' "image only" row is their video (their third modality, audio, enters the
+additive and full views).
 
 The gap between *additive* and *full* is what only a model that relates the modalities can
 gain; the gap between the best single modality and *additive* is what fusion alone gains. The
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep.synth.grounded import WORLD_FILE
+from data_prep.synth import WORLD_FILE
 
 
 def _world(raw: Path) -> dict:
@@ -37,7 +39,7 @@ def _world(raw: Path) -> dict:
 
 
 def _hateful_memes(raw: Path):
-    from data_prep.synth.grounded.world import NOUNS
+    from data_prep.synth.world import NOUNS
 
     rows = [r for r in _world(raw).values() if r["split"] in ("train", "test")]
     idx = {n: k for k, n in enumerate(NOUNS)}
@@ -62,7 +64,7 @@ def _hateful_memes(raw: Path):
 def _mmimdb(raw: Path):
     from data_prep.config import MMIMDB_GENRES
     from data_prep.synth.words import GENRE_KEYWORDS
-    from data_prep.synth.grounded.world import NOUNS
+    from data_prep.synth.world import NOUNS
 
     world = _world(raw)
     meta_dir = "dataset" if (Path(raw) / "dataset").is_dir() else "labels"
@@ -84,10 +86,21 @@ def _mmimdb(raw: Path):
             np.array(y), np.array(split), "multilabel")
 
 
+def _multibench(raw: Path, dataset: str):
+    rows = [r for r in _world(raw).values() if r["split"] in ("train", "test")]
+    z = {k: np.array([r[f"z_{k}"] for r in rows]) for k in ("shared", "text", "video", "audio")}
+    text, video = np.c_[z["shared"], z["text"]], np.c_[z["shared"], z["video"]]
+    both = np.c_[z["shared"], z["text"], z["video"], z["audio"]]
+    views = {"text only": text, "image only": video, "additive": both, "full": np.c_[both, z["text"] * z["video"]]}
+    y = np.array([r["label"] for r in rows])
+    return views, y, np.array([r["split"] for r in rows]), "binary" if dataset == "ur_funny" else "regression"
+
+
 def ceilings(dataset: str, raw: str | Path) -> pd.DataFrame:
-    """One row per view: ``dataset, view, metric, test`` (AUROC or macro-F1 at 0.5)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score, roc_auc_score
+    """One row per view: ``dataset, view, metric, test`` (AUROC, macro-F1 at 0.5, or MOSEI's
+    mean absolute error of a linear fit clipped to [-3, 3])."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.metrics import f1_score, mean_absolute_error, roc_auc_score
     from sklearn.multiclass import OneVsRestClassifier
 
     raw = Path(raw)
@@ -95,6 +108,8 @@ def ceilings(dataset: str, raw: str | Path) -> pd.DataFrame:
         views, y, split, kind = _hateful_memes(raw)
     elif dataset == "mmimdb":
         views, y, split, kind = _mmimdb(raw)
+    elif dataset in ("ur_funny", "mosei"):
+        views, y, split, kind = _multibench(raw, dataset)
     else:
         raise ValueError(f"unknown dataset {dataset!r}")
     tr, te = split == "train", split == "test"
@@ -109,5 +124,22 @@ def ceilings(dataset: str, raw: str | Path) -> pd.DataFrame:
             pred = np.zeros_like(y[te])
             pred[:, keep] = m.predict(x[te])
             value, metric = f1_score(y[te], pred, average="macro", zero_division=0), "f1_macro"
+        else:
+            m = LinearRegression().fit(x[tr], y[tr])
+            value, metric = mean_absolute_error(y[te], np.clip(m.predict(x[te]), -3, 3)), "mae"
         rows.append({"dataset": dataset, "view": view, "metric": metric, "test": float(value)})
     return pd.DataFrame(rows)
+
+
+def twin_ceilings(scale: str = "default", datasets=("hateful_memes", "mmimdb", "ur_funny", "mosei"),
+                  seed: int = 0) -> pd.DataFrame:
+    """:func:`ceilings` of the profile's twin of every dataset (written on first use), one
+    column per view: what the task asks for, before any network is trained."""
+    from .experiments import prepare_data, twin_raw_dir
+
+    frames = []
+    for ds in datasets:
+        prepare_data(ds, scale, seed=seed, model="tiny")  # writes the raw twin once (the tokenizer does not matter here)
+        frames.append(ceilings(ds, twin_raw_dir(ds, scale, seed)))
+    table = pd.concat(frames).pivot_table(index=["dataset", "metric"], columns="view", values="test", sort=False)
+    return table[["text only", "image only", "additive", "full"]].reset_index()

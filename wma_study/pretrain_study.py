@@ -1,7 +1,7 @@
 """What pretraining buys: the study helpers of the pretraining chapter.
 
 - :func:`loss_curves`: the three pretraining losses per step (from ``pretrain.json``);
-- :func:`held_out_table`: held-out ITM accuracy, masked colour/shape-word accuracy with and
+- :func:`held_out_table`: held-out ITM accuracy, masked colour/noun-word accuracy with and
   without the image, WPA distance of matched and mismatched pairs, pretrained vs random weights;
 - :func:`twin_gap`: mean D(mismatched) - D(matched) on a twin's test split, pretrained vs random
   weights of the same configuration (D = ``ot_distance(image, text)``, ViLT's order);
@@ -10,7 +10,8 @@
 - :func:`finetune_table`: baselines fine-tuned from the checkpoint against random initialisation,
   and :func:`transfer_table`, the seed-paired gain of pretraining per dataset (and per backbone);
 - :func:`backbone_folders`, :func:`held_out_by_backbone`: the replicated backbones of the profile
-  (:func:`wma_core.pretrain.replicate`) and their held-out metrics side by side.
+  (:func:`wma_core.pretrain.replicate`) and their held-out metrics side by side;
+  :func:`check_itm_floor` stops the build when one is under the profile's hard-ITM floor.
 """
 
 from __future__ import annotations
@@ -72,6 +73,29 @@ def backbone_folders(scale: str = "default") -> dict:
     from .profiles import backbone_label
 
     return {backbone_label(b): Path(resolve_model("pretrained", scale, backbone=b)) for b in get_profile(scale).backbones}
+
+
+class BelowFloor(RuntimeError):
+    """A pretrained backbone does not reach the profile's held-out hard-negative ITM floor."""
+
+
+def check_itm_floor(scale: str = "default") -> dict:
+    """``{label: held-out hard-negative ITM accuracy}`` of the profile's backbones; raises
+    :class:`BelowFloor` naming each backbone (and its folder) under ``Profile.itm_floor``.
+
+    Hard negatives are pictures of the most similar caption (:func:`wma_core.pretrain.swap_images`):
+    a backbone under the floor tells scenes apart without reading what the words name, and fine-
+    tuning from it cannot test whether an alignment is kept."""
+    from .experiments import get_profile
+
+    floor = get_profile(scale).itm_floor
+    folders = backbone_folders(scale)
+    acc = {label: float(PT.read_record(f)["metrics"]["itm_accuracy_hard"]) for label, f in folders.items()}
+    low = {label: a for label, a in acc.items() if floor is not None and a < floor}
+    if low:
+        raise BelowFloor("held-out hard-negative ITM below the floor " f"{floor:g}: "
+                         + "; ".join(f"{label} {a:.3f} ({folders[label]})" for label, a in low.items()))
+    return acc
 
 
 def held_out_by_backbone(scale: str = "default") -> pd.DataFrame:

@@ -1,13 +1,21 @@
-"""Synthetic twins: generators that write each dataset's raw layout (see DESIGN.md section 2).
+"""Synthetic twins and the pretraining corpus: generators that write each dataset's raw layout
+(see DESIGN.md section 2); ``prepare`` ingests a twin exactly like the real data.
 
-Each twin is a real multimodal task: a latent factor shared by every modality and one unique to
-each both drive the label, so each modality alone is informative, together they are better, and
-losing one costs a share but not everything. `prepare` ingests a twin exactly like the real data.
+One world (:mod:`.world`) of 15 nouns, each a glyph of one texture over 2 x 2 patches inside a
+frame of one of six colours, on images whose sides are slot multiples (so ViLT's resize is the
+identity). Its corpus (:mod:`.captions`, COCO layout, label-free) names every object's colour,
+noun and place; its Hateful Memes twin (:mod:`.hateful_memes`) is hateful mostly when the
+caption attacks a noun that the image shows, with benign confounders; its MM-IMDb twin
+(:mod:`.mmimdb`) shows each genre's iconic noun and names some of them in the plot. The feature
+twins (:mod:`.multibench`) are drawn from unimodal latents and a text-video interaction. Every
+twin leaves its generating statistics in ``RAW/world.json`` (:func:`wma_study.ceilings.twin_ceilings`
+reads them).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from ..config import SynthConfig
@@ -16,6 +24,8 @@ from .hateful_memes import synth_hateful_memes
 from .mmimdb import synth_mmimdb
 from .multibench import synth_multibench
 
+WORLD_FILE = "world.json"  # the image+text twins' generating statistics, one record per sample
+
 
 def synthesize(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig(), **options) -> dict:
     """Write the twin of `dataset` in its raw layout under `out`; returns what was written.
@@ -23,11 +33,11 @@ def synthesize(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig(), 
     options: layout="archive" | "images+labels" for mmimdb.
     """
     task_spec(dataset)
-    if dataset == "hateful_memes":
-        return synth_hateful_memes(out, cfg)
-    if dataset == "mmimdb":
-        return synth_mmimdb(out, cfg, **options)
-    return synth_multibench(dataset, out, cfg)
+    if dataset not in ("hateful_memes", "mmimdb"):
+        return synth_multibench(dataset, out, cfg)  # writes its own world.json (the latents)
+    written = synth_hateful_memes(out, cfg) if dataset == "hateful_memes" else synth_mmimdb(out, cfg, **options)
+    (Path(out) / WORLD_FILE).write_text(json.dumps(written["world"]), encoding="utf-8")
+    return written
 
 
 def code_digest() -> str:
@@ -38,4 +48,4 @@ def code_digest() -> str:
     return h.hexdigest()[:8]
 
 
-__all__ = ["code_digest", "synthesize", "synth_hateful_memes", "synth_mmimdb", "synth_multibench"]
+__all__ = ["WORLD_FILE", "code_digest", "synthesize", "synth_hateful_memes", "synth_mmimdb", "synth_multibench"]

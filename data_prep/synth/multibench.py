@@ -6,7 +6,9 @@ UR-FUNNY labels float32 [N, 1] in {0, 1}, MOSEI labels float32 [N, 1, 1] in [-3,
 1/3). Sequences are word-aligned and left zero-padded (min(12, T)..T valid steps).
 
 Latents z_shared, z_text, z_video, z_audio drive score = z_shared + 0.8 * (z_text + z_video + z_audio)
-+ noise; UR-FUNNY label = score > 0, MOSEI label = clip(round(3 * (0.6 + 0.75 score)) / 3, -3, 3).
++ 0.8 * z_text * z_video + noise: additive parts that each modality shows alone, and an
+interaction that only text and video together show (the product of their own latents); UR-FUNNY
+label = score > 0, MOSEI label = clip(round(3 * (0.6 + 0.75 score)) / 3, -3, 3).
 - Text: words with fixed GloVe-like vectors; 6 words expressing z_shared and 6 expressing z_text
   (each from the + list with probability sigmoid(1.5 z), else from the - list), the rest filler.
 - Video and audio: per valid step, Gaussian noise (sd 0.5) plus a*(z_shared + e) * u_shared +
@@ -17,6 +19,7 @@ about 2 % (at least one) carry a few -inf audio values, which MultiBench sets to
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from .words import FILLER, HUMOR_SHARED, HUMOR_TEXT, SENTIMENT_SHARED, SENTIMENT
 
 SIGNALS = {"ur_funny": (HUMOR_SHARED, HUMOR_TEXT), "mosei": (SENTIMENT_SHARED, SENTIMENT_TEXT)}
 TEXT_WORDS, SHARPNESS, AMPLITUDE, STEP_NOISE, EXPRESSION_NOISE = 6, 1.5, 0.5, 0.5, 0.6
+INTERACTION = 0.8  # weight of z_text * z_video in the score
 
 
 def _unit(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -71,7 +75,8 @@ def _labels(dataset: str, score: np.ndarray) -> np.ndarray:
 
 
 def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
-    """Write RAW/<humor.pkl | mosei_senti_data.pkl>; returns the written dict (for tests)."""
+    """Write RAW/<humor.pkl | mosei_senti_data.pkl> and the latents of every sample in
+    RAW/world.json (chapter 00's ceilings); returns the written dict (for tests)."""
     spec = task_spec(dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +88,7 @@ def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConf
     text = _text(rng, n, steps, lengths, lat, shared_words, text_words)
     video = _signal(rng, n, steps, dims["video"], lengths, lat.shared, lat.unique["video"])
     audio = _signal(rng, n, steps, dims["audio"], lengths, lat.shared, lat.unique["audio"])
-    labels = _labels(dataset, lat.score)
+    labels = _labels(dataset, lat.score + INTERACTION * lat.unique["text"] * lat.unique["video"])
     ids = np.array([f"{dataset}_{k:05d}" for k in range(n)])
     sizes = split_sizes(n, cfg.splits)
     data, start = {}, 0
@@ -100,4 +105,9 @@ def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConf
         data[key] = {"vision": video[sl], "audio": audio[sl], "text": text[sl], "labels": labels[sl], "id": ids[sl]}
     with open(out / spec.raw_file, "wb") as f:
         pickle.dump(data, f, protocol=4)
+    split_of = np.repeat(["train", "dev", "test"], [sizes["train"], sizes["dev"], sizes["test"]])
+    world = {str(ids[i]): {"split": str(split_of[i]), "z_shared": float(lat.shared[i]),
+                           **{f"z_{m}": float(lat.unique[m][i]) for m in ("text", "video", "audio")},
+                           "label": float(labels[i].reshape(-1)[0])} for i in range(n)}
+    (out / "world.json").write_text(json.dumps(world), encoding="utf-8")
     return data

@@ -1,8 +1,8 @@
 """The one world that the caption corpus and the image+text twins are drawn from.
 
 A scene is a grid of *slots*, each ``SLOT x SLOT`` pixels (2 x 2 patches of 16 px), holding at
-most one object: a noun's glyph (:data:`NOUNS`; each glyph is four strokes, one per patch, out
-of eight far-apart patterns, :data:`STROKES`), drawn in black inside a frame in one of
+most one object: a noun's glyph (:data:`NOUNS`; each glyph is one texture of 4 x 4-pixel
+cells repeated in its four patches, :data:`GLYPHS`), drawn in black inside a frame in one of
 :data:`COLOURS`; empty slots are grey. Image sides are slot multiples (64 or 96 px), so ViLT's resize
 at ``image_size=64`` is the identity and a glyph covers exactly its 2 x 2 patches.
 
@@ -29,7 +29,8 @@ COLOUR_NAMES = tuple(COLOURS)
 #: Slot grids (rows, cols): 64 x 64, 64 x 96 (landscape) and 96 x 64 (portrait) pixels.
 LAYOUTS = ((2, 2), (2, 3), (3, 2))
 _GLYPH_SEED = 20260303
-FRAME_ = 3  # the colour frame's width (:data:`FRAME`), which no stroke covers
+MIN_PATCH_DIFF = 38  # pixels by which any two nouns' glyphs differ in each patch
+FRAME = 3  # pixels of the object's colour around its slot (no ink covers it)
 
 
 @dataclass(frozen=True)
@@ -55,44 +56,34 @@ class Scene:
         return {o.noun for o in self.objects}
 
 
-def _strokes() -> list[np.ndarray]:
-    """Eight 16 x 16 patterns, far apart from each other: what one patch of a glyph can show."""
-    yy, xx = np.mgrid[0:16, 0:16] + 0.5
-    r2 = (yy - 8) ** 2 + (xx - 8) ** 2
-    return [
-        r2 <= 36,                                   # disc
-        (r2 <= 49) & (r2 >= 16),                    # ring
-        (yy.astype(int) // 4) % 2 == 0,             # horizontal stripes
-        (xx.astype(int) // 4) % 2 == 0,             # vertical stripes
-        np.abs(yy - xx) <= 2.5,                     # diagonal
-        (np.abs(yy - 8) <= 2.5) | (np.abs(xx - 8) <= 2.5),  # plus
-        ((yy.astype(int) // 4) + (xx.astype(int) // 4)) % 2 == 0,  # checks
-        (np.abs(yy - 8) <= 6) & (np.abs(xx - 8) <= 6) & ~((np.abs(yy - 8) <= 3) & (np.abs(xx - 8) <= 3)),  # frame
-    ]
+def frame_mask() -> np.ndarray:
+    """bool ``[SLOT, SLOT]``: the frame that shows an object's colour."""
+    m = np.ones((SLOT, SLOT), bool)
+    m[FRAME:-FRAME, FRAME:-FRAME] = False
+    return m
 
 
-STROKES = _strokes()
+def _textures() -> list[np.ndarray]:
+    """bool ``[SLOT, SLOT]`` per noun: one 16 x 16 texture repeated in the slot's four quarters
+    (inside the frame), a pattern of 4 x 4-pixel cells, half of them ink, drawn with a
+    fixed seed so that any two nouns' slots differ in at least :data:`MIN_PATCH_DIFF` pixels in
+    *each* of their four patches (the frame excluded): every patch of a glyph tells its noun."""
+    rng = np.random.default_rng(_GLYPH_SEED)
+    inside = ~frame_mask()
+    quarters = [(slice(r * 16, (r + 1) * 16), slice(c * 16, (c + 1) * 16)) for r in (0, 1) for c in (0, 1)]
+    chosen: list[np.ndarray] = []  # slot masks
+    while len(chosen) < len(NOUNS):
+        cells = rng.permutation(16) < 8
+        slot = np.tile(np.kron(cells.reshape(4, 4), np.ones((4, 4), bool)), (2, 2)) & inside
+        if all(min(int((slot ^ other)[q].sum()) for q in quarters) >= MIN_PATCH_DIFF for other in chosen):
+            chosen.append(slot)
+    return chosen
 
 
 def _make_glyphs() -> dict[str, np.ndarray]:
-    """bool ``[SLOT, SLOT]`` per noun: four of :data:`STROKES`, one per 16-pixel quarter (so one
-    glyph covers its 2 x 2 patches). Codes are fixed by a seed and any two nouns differ in at least
-    three of their four quarters, so two patches of a glyph always tell its noun."""
-    rng = np.random.default_rng(_GLYPH_SEED)
-    codes: list[tuple] = []
-    while len(codes) < len(NOUNS):
-        code = tuple(int(v) for v in rng.integers(len(STROKES), size=4))
-        if all(sum(a != b for a, b in zip(code, other)) >= 3 for other in codes):
-            codes.append(code)
-    glyphs = {}
-    for noun, code in zip(NOUNS, codes):
-        g = np.zeros((SLOT, SLOT), bool)
-        for q, k in enumerate(code):
-            r, c = divmod(q, 2)
-            g[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] = STROKES[k]
-        g[:FRAME_], g[-FRAME_:], g[:, :FRAME_], g[:, -FRAME_:] = False, False, False, False  # the frame stays coloured
-        glyphs[noun] = g
-    return glyphs
+    """bool ``[SLOT, SLOT]`` per noun: its texture (:func:`_textures`) in each 16-pixel quarter,
+    so each of the glyph's 2 x 2 patches shows the same noun; the frame stays coloured."""
+    return dict(zip(NOUNS, _textures()))
 
 
 GLYPHS = _make_glyphs()
@@ -121,8 +112,7 @@ def random_scene(rng: np.random.Generator, k: int, *, layout: tuple | None = Non
     return Scene(rows, cols, objects)
 
 
-FRAME = FRAME_     # pixels of the object's colour around its slot
-PAPER, INK = 235, 20  # grey levels inside an object's frame and of its strokes
+PAPER, INK = 235, 20  # grey levels inside an object's frame and of its ink
 
 
 def draw(rng: np.random.Generator, scene: Scene, noise: float = 8.0, light: np.ndarray | None = None) -> np.ndarray:
@@ -130,7 +120,7 @@ def draw(rng: np.random.Generator, scene: Scene, noise: float = 8.0, light: np.n
 
     Empty slots are grey (level 95-160, or 175-215 where ``light`` [rows, cols] is True and 40-80
     where it is False). An object's slot is a ``FRAME``-pixel frame in its colour around a light
-    square on which its glyph is drawn in black: the noun is read from black-on-white strokes
+    square on which its glyph is drawn in black: the noun is read from black-on-white texture
     whatever the colour, and the colour from the frame, in each of the slot's four patches.
     Gaussian pixel noise of sd ``noise`` on everything."""
     if light is None:
@@ -145,13 +135,6 @@ def draw(rng: np.random.Generator, scene: Scene, noise: float = 8.0, light: np.n
         tile[glyph_mask(o.noun)] = INK
     img += rng.normal(0.0, noise, img.shape).astype(np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def frame_mask() -> np.ndarray:
-    """bool ``[SLOT, SLOT]``: the frame that shows an object's colour."""
-    m = np.ones((SLOT, SLOT), bool)
-    m[FRAME:-FRAME, FRAME:-FRAME] = False
-    return m
 
 
 def where(row: int, col: int, rows: int, cols: int) -> str:

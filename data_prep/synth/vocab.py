@@ -1,8 +1,8 @@
-"""Words of the grounded twins besides the world's nouns and colours."""
+"""Words of the twins besides the world's nouns and colours."""
 
 from __future__ import annotations
 
-from ..words import (FILLER, GENRE_KEYWORDS, HUMOR_SHARED, HUMOR_TEXT, MEME_OPENERS, MEME_SHARED, MEME_TEXT,
+from .words import (FILLER, GENRE_KEYWORDS, HUMOR_SHARED, HUMOR_TEXT, MEME_OPENERS, MEME_SHARED, MEME_TEXT,
                      SENTIMENT_SHARED, SENTIMENT_TEXT)
 
 MEME_SUBJECTS = ("we", "i", "they", "people", "everyone")
@@ -10,7 +10,7 @@ MEME_SUBJECTS = ("we", "i", "they", "people", "everyone")
 
 def twin_vocabulary() -> tuple[str, ...]:
     """Every word a twin's text can hold apart from the world's nouns and colours (sorted): the
-    grounded corpus carries them all, so the tokenizer fitted on it knows every twin word."""
+    corpus carries them all, so the tokenizer fitted on it knows every twin word."""
     from .world import COLOUR_NAMES, NOUNS
 
     groups = [MEME_SHARED, MEME_TEXT, HUMOR_SHARED, HUMOR_TEXT, SENTIMENT_SHARED, SENTIMENT_TEXT]
