@@ -44,7 +44,8 @@
 #
 # ```{note}
 # With the default parameters the data are a *synthetic twin* of CMU-MOSEI (same files, same
-# converter, a generated task with shared and modality-specific signal) and the backbone is a
+# converter, a generated task with parts each modality shows alone and a text × video
+# interaction) and the backbone is a
 # miniature ViLT pretrained on a generated caption corpus ({doc}`00_pretraining`), fine-tuned on
 # CPU for a few epochs. The numbers below therefore
 # test the pipeline and the method's behaviour, not the paper's numbers. Run with
