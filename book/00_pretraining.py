@@ -37,8 +37,12 @@
 # twin uses. A caption names every object's colour, noun and place ("a red lion at the top left
 # and a blue kite on the right"): the words name what particular patches show. There is one kind
 # of scene, so a mismatched picture can only be told from the right one by reading what the
-# caption names. About half the captions end with a clause of the twins' other words, so that the
-# tokenizer fitted on the corpus knows every word the twins write. `python -m data_prep prepare
+# caption names. About half the captions go on in a twin's own register, written by that twin's
+# sentence generator about the same scene: a meme-like clause that names two of the shown nouns
+# and takes a random stance towards one ("we mock the kite"), or a plot-like sentence with random
+# genre keywords that names every shown object. Stances and genres are drawn apart from the scene,
+# so nothing in the corpus is a label; but the twins' words are read in the contexts the twins
+# write them in, and the tokenizer fitted on the corpus knows every word they use. `python -m data_prep prepare
 # coco_captions` reads it, and would read the real COCO captions the same way.
 #
 # **The objectives** (`wma_core.pretrain`, as in ViLT's code):

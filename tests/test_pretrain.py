@@ -93,7 +93,9 @@ def test_prepare_round_trip(raw, tmp_path):
     sizes = {im["id"]: (im["height"], im["width"]) for im in doc["images"]}
     for k, ann_id in enumerate(json.loads((tmp_path / "p" / "train" / "raw_ids.json").read_text())):
         text = tok.decode(split.input_ids[k], skip_special_tokens=True)
-        assert text.replace(" ", "") == by_id[ann_id]["caption"].lower().replace(" ", "")
+        got, want = text.replace(" ", ""), by_id[ann_id]["caption"].lower().replace(" ", "")
+        full = bool((split.input_ids[k] != tok.pad_token_id).all())  # cut at max_text_len
+        assert got == want or (full and want.startswith(got)), (ann_id, got, want)
         img_id = image_ids[int(split.image_index[k])]
         assert img_id == by_id[ann_id]["image_id"]
         h, w = sizes[img_id]

@@ -74,7 +74,9 @@ EPOCH_EVAL_BATCHES = 4  # the per-epoch held-out curve reads the first 4 x 64 he
 _HERE = Path(__file__).resolve().parent
 #: the corpus' own code (its digest names the corpus folder)
 _CORPUS_CODE = tuple(_HERE.parent / "data_prep" / f for f in ("synth/captions.py", "synth/world.py", "synth/vocab.py",
-                                                               "synth/words.py", "readers/coco.py", "text.py"))
+                                                               "synth/words.py", "synth/hateful_memes.py",
+                                                               "synth/mmimdb.py", "synth/latent.py",
+                                                               "readers/coco.py", "text.py"))
 #: everything whose bytes decide a pretrained checkpoint (its key)
 _CODE = tuple(_HERE / f for f in ("pretrain.py", "model.py", "embeddings.py", "optim.py", "ot.py", "_ot_common.py")) + _CORPUS_CODE
 

@@ -135,11 +135,8 @@ def twin_ceilings(scale: str = "default", datasets=("hateful_memes", "mmimdb", "
                   seed: int = 0) -> pd.DataFrame:
     """:func:`ceilings` of the profile's twin of every dataset (written on first use), one
     column per view: what the task asks for, before any network is trained."""
-    from .experiments import prepare_data, twin_raw_dir
+    from .experiments import write_twin
 
-    frames = []
-    for ds in datasets:
-        prepare_data(ds, scale, seed=seed, model="tiny")  # writes the raw twin once (the tokenizer does not matter here)
-        frames.append(ceilings(ds, twin_raw_dir(ds, scale, seed)))
+    frames = [ceilings(ds, write_twin(ds, scale, seed)) for ds in datasets]
     table = pd.concat(frames).pivot_table(index=["dataset", "metric"], columns="view", values="test", sort=False)
     return table[["text only", "image only", "additive", "full"]].reset_index()

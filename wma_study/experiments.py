@@ -9,6 +9,7 @@ rebuilt on demand and reused when present.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -139,9 +140,8 @@ def prepare_data(
     The feature datasets (UR-FUNNY, MOSEI) have no tokenizer: ``model`` does not matter there.
     """
     from data_prep import checkpoints
-    from data_prep.config import PrepareConfig, SynthConfig
+    from data_prep.config import PrepareConfig
     from data_prep.prepare import prepare
-    from data_prep.synth import synthesize
     from data_prep.tasks import task_spec
 
     if dataset not in DATASETS:
@@ -165,22 +165,37 @@ def prepare_data(
     else:
         if prof.twin_n is None:
             raise ValueError(f"scale={scale!r} runs on the real data: give data_root, the raw {dataset} folder")
-        splits = prof.twin_splits
-        raw = twin_raw_dir(dataset, scale, seed)
+        raw = write_twin(dataset, scale, seed)
         tag = raw.name
     out = home / "prepared" / f"{tag}-i{prof.image_size}p{prof.patch_size}{tok_tag}"
     with file_lock(home / "locks" / f"prepare-{tag}.lock"):
-        if not data_root and not (raw / ".complete").exists():
-            synthesize(dataset, raw, SynthConfig(n=prof.twin_n, seed=seed, steps=prof.twin_steps, splits=splits))
-            (raw / ".complete").touch()
         if not (out / "manifest.json").exists():
             prepare(dataset, raw, out, pcfg)
     _check_vocabulary(out, model)
     return out
 
 
+def write_twin(dataset: str, scale: str = "default", seed: int = 0) -> Path:
+    """The raw folder of ``dataset``'s synthetic twin at ``scale`` (:func:`twin_raw_dir`),
+    written once: under a lock, so parallel runs write it once, and marked ``.complete`` only
+    when whole, so an interrupted write is redone."""
+    from data_prep.config import SynthConfig
+    from data_prep.synth import synthesize
+
+    prof = get_profile(scale)
+    raw = twin_raw_dir(dataset, scale, seed)
+    with file_lock(data_home() / "locks" / f"twin-{raw.name}.lock"):
+        if not (raw / ".complete").exists():
+            if raw.exists():
+                shutil.rmtree(raw)
+            synthesize(dataset, raw, SynthConfig(n=prof.twin_n, seed=seed, steps=prof.twin_steps,
+                                                 splits=prof.twin_splits))
+            (raw / ".complete").touch()
+    return raw
+
+
 def twin_raw_dir(dataset: str, scale: str = "default", seed: int = 0) -> Path:
-    """The raw folder of ``dataset``'s synthetic twin at ``scale`` (written by :func:`prepare_data`).
+    """The raw folder of ``dataset``'s synthetic twin at ``scale`` (written by :func:`write_twin`).
 
     Its name holds the twin's size, steps and seed and a digest of the generators' code, so a
     twin made by other code is never reused."""

@@ -15,16 +15,14 @@ reads them).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from ..config import SynthConfig
 from ..tasks import task_spec
 from .hateful_memes import synth_hateful_memes
+from .latent import WORLD_FILE, write_world
 from .mmimdb import synth_mmimdb
 from .multibench import synth_multibench
-
-WORLD_FILE = "world.json"  # the image+text twins' generating statistics, one record per sample
 
 
 def synthesize(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig(), **options) -> dict:
@@ -34,9 +32,9 @@ def synthesize(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig(), 
     """
     task_spec(dataset)
     if dataset not in ("hateful_memes", "mmimdb"):
-        return synth_multibench(dataset, out, cfg)  # writes its own world.json (the latents)
+        return synth_multibench(dataset, out, cfg)  # writes its latents with write_world itself
     written = synth_hateful_memes(out, cfg) if dataset == "hateful_memes" else synth_mmimdb(out, cfg, **options)
-    (Path(out) / WORLD_FILE).write_text(json.dumps(written["world"]), encoding="utf-8")
+    write_world(out, written["world"])
     return written
 
 
@@ -48,4 +46,4 @@ def code_digest() -> str:
     return h.hexdigest()[:8]
 
 
-__all__ = ["WORLD_FILE", "code_digest", "synthesize", "synth_hateful_memes", "synth_mmimdb", "synth_multibench"]
+__all__ = ["WORLD_FILE", "write_world", "code_digest", "synthesize", "synth_hateful_memes", "synth_mmimdb", "synth_multibench"]

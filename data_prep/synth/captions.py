@@ -11,14 +11,23 @@ Every image has ``CAPTIONS_PER_IMAGE`` captions (COCO has about five). The scene
 twins' world (:mod:`.world`): one kind of scene, 1-3 coloured noun glyphs in the slots of a
 64 x 64, 64 x 96 or 96 x 64 image, drawn with seeds disjoint from every twin (the generator is
 seeded with ``[CORPUS_SEED_TAG, seed]``, a seed sequence no twin's integer seed can produce),
-and carry no label. A caption names every object's colour, noun and place ("a red lion at the
-top left and a blue kite at the bottom right"): token-level grounding, the words name what
-particular patches show. Since there is one kind of scene, any other image is a negative of the
-same kind, and a caption can only be matched by reading what it names.
+and carry no label. Since there is one kind of scene, any other image is a negative of the
+same kind, and a caption can only be matched by reading what it names. A caption describes
+every object's colour, noun and place ("a red lion at the top left and a blue kite at the
+bottom right"): token-level grounding, the words name what particular patches show. As often
+as not it goes on in one of the twins' own registers, written by their own sentence
+generators and about this scene:
 
-About half the captions end with a clause of words of the twins' vocabulary
-(:func:`.words.twin_vocabulary`) that name nothing in the image, so that a tokenizer fitted on
-the corpus knows every word of every twin.
+- meme-like (:func:`.hateful_memes.caption`): two depicted nouns (one depicted and one other
+  if the scene has a single object), a stance towards one of them and two cue words, all
+  drawn at random, so no stance or cue means anything here;
+- plot-like (:func:`.mmimdb.plots`): filler sentences with the keywords of random genres that
+  name every depicted object ("... finds the red lion ...").
+
+Both name only what the image shows, so the twins' words are read in the contexts the twins
+write them in, and a tokenizer fitted on the corpus knows every word the tokenized twins can
+hold (:func:`.vocab.twin_vocabulary`). Neither carries a label: stances and genres are drawn
+independently of the scene.
 """
 
 from __future__ import annotations
@@ -31,12 +40,13 @@ from PIL import Image
 
 from ..config import SynthConfig
 from . import world as W
-from .vocab import twin_vocabulary
+from .hateful_memes import caption as meme_caption
+from .mmimdb import pick_genres, plots
 
 CORPUS_SEED_TAG = 0x434F434F  # "COCO": makes the corpus' seed sequence disjoint from the twins'
 CAPTIONS_PER_IMAGE = 2
 VAL_SHARE = 0.1
-P_TAIL = 0.5
+P_REGISTER = 0.5  # share of captions that go on in a twin's register
 OPENERS = ("", "a picture of", "an image with", "there is", "here we see", "look at")
 
 
@@ -45,21 +55,44 @@ def corpus_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([CORPUS_SEED_TAG, int(seed)])
 
 
-def caption(rng: np.random.Generator, scene: W.Scene, vocab: tuple) -> str:
-    """Every object described, in a random order, after a random opener; maybe a vocabulary tail."""
+def describe(rng: np.random.Generator, scene: W.Scene) -> str:
+    """Every object described, in a random order, after a random opener."""
     phrases = [W.describe(scene.objects[k], scene) for k in rng.permutation(len(scene.objects))]
     opener = OPENERS[rng.integers(len(OPENERS))]
-    text = " ".join(w for w in (opener, " and ".join(phrases)) if w)
-    if rng.random() < P_TAIL:
-        text += " , " + " ".join(vocab[i] for i in rng.integers(len(vocab), size=int(rng.integers(3, 7))))
+    return " ".join(w for w in (opener, " and ".join(phrases)) if w)
+
+
+def meme_like(rng: np.random.Generator, scene: W.Scene) -> str:
+    """A Hateful Memes twin caption about two nouns the scene shows (one and another if it shows
+    one), with a random stance towards a random one of them and random cue words."""
+    shown = [o.noun for o in scene.objects]
+    nouns = list(rng.choice(shown, size=2, replace=False)) if len(shown) > 1 else \
+        [shown[0], [n for n in W.NOUNS if n != shown[0]][rng.integers(len(W.NOUNS) - 1)]]
+    nouns = [str(n) for n in rng.permutation(nouns)]
+    t = {"nouns": nouns, "target": nouns[rng.integers(2)], "attack": bool(rng.random() < 0.5),
+         "z_text": float(rng.standard_normal())}
+    return meme_caption(rng, t)
+
+
+def plot_like(rng: np.random.Generator, scene: W.Scene) -> str:
+    """The longest MM-IMDb twin plot of random genres, naming every object of the scene."""
+    return max(plots(rng, pick_genres(rng), scene, p_name=1.0), key=len)
+
+
+def caption(rng: np.random.Generator, scene: W.Scene) -> str:
+    """A description, followed (with probability ``P_REGISTER``) by a meme-like or a plot-like
+    text about the same scene, one or the other with equal odds."""
+    text = describe(rng, scene)
+    if rng.random() < P_REGISTER:
+        text += " , " + (meme_like(rng, scene) if rng.random() < 0.5 else plot_like(rng, scene))
     return text
 
 
-def scene(rng: np.random.Generator, vocab: tuple) -> tuple[np.ndarray, list[str], W.Scene]:
+def scene(rng: np.random.Generator) -> tuple[np.ndarray, list[str], W.Scene]:
     """One image and ``CAPTIONS_PER_IMAGE`` captions of it."""
     sc = W.random_scene(rng, int(rng.integers(1, 4)))
     img = W.draw(rng, sc)
-    return img, [caption(rng, sc, vocab) for _ in range(CAPTIONS_PER_IMAGE)], sc
+    return img, [caption(rng, sc) for _ in range(CAPTIONS_PER_IMAGE)], sc
 
 
 def write_coco(out: Path, ids, splits: dict, draw) -> None:
@@ -96,9 +129,8 @@ def synth_captions(out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
     """
     out = Path(out)
     rng = corpus_rng(cfg.seed)
-    vocab = twin_vocabulary()
     n_val = max(1, int(round(VAL_SHARE * cfg.n)))
     ids = rng.choice(np.arange(1, 10**6), size=cfg.n, replace=False)
     splits = {"val": range(0, n_val), "train": range(n_val, cfg.n)}
-    write_coco(out, ids, splits, lambda i: scene(rng, vocab)[:2])
+    write_coco(out, ids, splits, lambda i: scene(rng)[:2])
     return {"train": len(splits["train"]), "val": len(splits["val"]), "kinds": {"scene": cfg.n}}

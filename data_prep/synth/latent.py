@@ -7,9 +7,21 @@ and losing one modality costs its unique share but not everything.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+#: every twin's generating statistics, one record per sample id, beside its raw files
+WORLD_FILE = "world.json"
+
+
+def write_world(out: str | Path, world: dict) -> Path:
+    """Write a twin's generating statistics (``{sample id: {...}}``) to ``out/WORLD_FILE``."""
+    path = Path(out) / WORLD_FILE
+    path.write_text(json.dumps(world), encoding="utf-8")
+    return path
 
 
 @dataclass(frozen=True)

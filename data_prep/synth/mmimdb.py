@@ -48,8 +48,10 @@ def pick_genres(rng: np.random.Generator) -> list[str]:
     return [MMIMDB_GENRES[i] for i in sorted(idx)]
 
 
-def plots(rng: np.random.Generator, genres: list[str], scene: W.Scene | None = None) -> list[str]:
-    """1-3 plots; the longest holds the genre keywords and names some of ``scene``'s objects."""
+def plots(rng: np.random.Generator, genres: list[str], scene: W.Scene | None = None,
+          p_name: float = P_NAME_OBJECT) -> list[str]:
+    """1-3 plots; the longest holds the genre keywords and names each of ``scene``'s objects
+    with probability ``p_name``."""
     keywords = []
     for g in genres:
         p = P_SHOW_BOTH if g in BOTH else P_SHOW
@@ -61,7 +63,7 @@ def plots(rng: np.random.Generator, genres: list[str], scene: W.Scene | None = N
         keywords.append(GENRE_KEYWORDS[g][rng.integers(3)])
     if scene is not None:
         for o in scene.objects:
-            if rng.random() < P_NAME_OBJECT:
+            if rng.random() < p_name:
                 keywords.append(f"the {o.colour} {o.noun}")
     main = " ".join(insert_words(rng, sentence(rng, int(rng.integers(10, 18))), keywords)) + "."
     shorts = [" ".join(sentence(rng, int(rng.integers(4, 9)))) + "." for _ in range(int(rng.integers(0, 3)))]

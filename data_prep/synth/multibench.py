@@ -19,7 +19,6 @@ about 2 % (at least one) carry a few -inf audio values, which MultiBench sets to
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from ..config import SynthConfig
 from ..tasks import task_spec
-from .latent import sample_latents, sigmoid, split_sizes
+from .latent import sample_latents, sigmoid, split_sizes, write_world
 from .words import FILLER, HUMOR_SHARED, HUMOR_TEXT, SENTIMENT_SHARED, SENTIMENT_TEXT, word_vector
 
 SIGNALS = {"ur_funny": (HUMOR_SHARED, HUMOR_TEXT), "mosei": (SENTIMENT_SHARED, SENTIMENT_TEXT)}
@@ -76,7 +75,7 @@ def _labels(dataset: str, score: np.ndarray) -> np.ndarray:
 
 def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig()) -> dict:
     """Write RAW/<humor.pkl | mosei_senti_data.pkl> and the latents of every sample in
-    RAW/world.json (chapter 00's ceilings); returns the written dict (for tests)."""
+    RAW/world.json (:data:`.latent.WORLD_FILE`; chapter 00's ceilings); returns the written dict (for tests)."""
     spec = task_spec(dataset)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,5 +108,5 @@ def synth_multibench(dataset: str, out: str | Path, cfg: SynthConfig = SynthConf
     world = {str(ids[i]): {"split": str(split_of[i]), "z_shared": float(lat.shared[i]),
                            **{f"z_{m}": float(lat.unique[m][i]) for m in ("text", "video", "audio")},
                            "label": float(labels[i].reshape(-1)[0])} for i in range(n)}
-    (out / "world.json").write_text(json.dumps(world), encoding="utf-8")
+    write_world(out, world)
     return data
