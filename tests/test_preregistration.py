@@ -8,6 +8,7 @@ import hashlib
 import re
 
 from data_prep.synth import code_digest
+from wma_study.profiles import DATASETS
 from wma_core.pretrain import SCALES
 from wma_study import preregistration as PR
 from wma_study.profiles import ROOT, get_profile
@@ -35,7 +36,10 @@ def test_the_pretraining_recipe_is_the_registered_one():
 def test_the_fine_tuning_recipe_is_the_registered_one():
     prof, ft = get_profile("default"), _choices()["fine-tuning"]
     assert prof.epochs == ft["epochs"]["value"] and prof.patience == ft["patience"]["value"]
-    assert prof.batch_size == ft["batch size"]["value"] and prof.lr == ft["learning rate"]["value"]
+    assert prof.batch_size == ft["batch size"]["value"]
+    lr = ft["learning rate"]["value"]
+    assert prof.lr == lr["pretrained"] and {d: prof.random_init_lr.get(d, prof.lr[d]) for d in DATASETS} == lr["random init"]
+    assert {d: prof.head_lr_mult.get(d, 1.0) for d in DATASETS} == ft["head learning rate"]["value"]
     assert prof.head_bias == ft["head bias"]["value"]
 
 

@@ -59,6 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from data_prep.sources import import_closure
+
 from . import checkpoint as ck
 from . import perturb as P
 from .model import TINY_CONFIG, WMAVilt
@@ -72,13 +74,12 @@ LAST = "last.pt"
 ITM_HEAD = "itm_head.pt"
 EPOCH_EVAL_BATCHES = 4  # the per-epoch held-out curve reads the first 4 x 64 held-out captions
 _HERE = Path(__file__).resolve().parent
-#: the corpus' own code (its digest names the corpus folder)
-_CORPUS_CODE = tuple(_HERE.parent / "data_prep" / f for f in ("synth/captions.py", "synth/world.py", "synth/vocab.py",
-                                                               "synth/words.py", "synth/hateful_memes.py",
-                                                               "synth/mmimdb.py", "synth/latent.py",
-                                                               "readers/coco.py", "text.py"))
+#: the corpus' own code (its digest names the corpus folder): the caption generator, the COCO
+#: reader and the tokenizer's fit, and every data_prep module they import
+_CORPUS_CODE = import_closure([_HERE.parent / "data_prep" / f for f in ("synth/captions.py", "readers/coco.py", "text.py")])
 #: everything whose bytes decide a pretrained checkpoint (its key)
-_CODE = tuple(_HERE / f for f in ("pretrain.py", "model.py", "embeddings.py", "optim.py", "ot.py", "_ot_common.py")) + _CORPUS_CODE
+_CODE = tuple(_HERE / f for f in ("pretrain.py", "model.py", "embeddings.py", "perturb.py", "optim.py", "ot.py",
+                                  "_ot_common.py")) + _CORPUS_CODE
 
 
 @dataclass(frozen=True)

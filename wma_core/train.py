@@ -55,6 +55,10 @@ class TrainConfig:
         model: ``"tiny"``, a hub name (``dandelin/vilt-b32-mlm``) or a local folder.
         alpha, beta, target: the WMA regulariser (α = 0: baseline; α = 1, β = 0: minimise OT).
         lr: peak learning rate; batch_size: training batch; epochs: maximum epochs.
+        head_lr_mult: the task head's learning rate is ``lr * head_lr_mult`` (the backbone keeps
+            ``lr``): the new head starts from scratch while the backbone starts from pretrained
+            weights, as in ViLT's own fine-tuning (its ``lr_mult`` of 10 on the VQA and NLVR2
+            classifiers). 1: one learning rate for every parameter.
         patience: early-stopping patience (epochs without a better dev headline metric).
         warmup: share of steps with linear warm-up; weight_decay; adam_betas.
         seed: seeds initialisation (tiny model, head), data order and dropout.
@@ -96,6 +100,7 @@ class TrainConfig:
     beta: float = 1.0
     target: str = "init"
     lr: float = 1e-3
+    head_lr_mult: float = 1.0
     batch_size: int = 32
     epochs: int = 10
     patience: int = 5
@@ -135,6 +140,8 @@ class TrainConfig:
         return WMAConfig(alpha=self.alpha, beta=self.beta, target=self.target, iters=self.ot_iters)
 
     def __post_init__(self):
+        if not self.head_lr_mult > 0:
+            raise ValueError(f"head_lr_mult must be > 0, got {self.head_lr_mult}")
         if not self.l2sp >= 0:
             raise ValueError(f"l2sp must be >= 0, got {self.l2sp}")
         if self.l2sp > 0 and self.alpha > 0:
@@ -199,9 +206,23 @@ def init_head_bias(model: WMAClassifier, mode: str, kind: str, labels) -> None:
 
 
 def make_optimizer(model, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """The fine-tuning AdamW of ``cfg`` (:func:`wma_core.optim.configure_optimizer`, fused on CPU and CUDA)."""
-    return configure_optimizer(model, weight_decay=cfg.weight_decay, lr=cfg.lr, betas=cfg.adam_betas,
-                               device_type=device.type)
+    """The fine-tuning AdamW of ``cfg`` (:func:`wma_core.optim.configure_optimizer`, fused on CPU and CUDA).
+
+    With ``cfg.head_lr_mult != 1`` the head's parameters leave their two groups (decay and no
+    decay) for two of their own at ``lr * head_lr_mult``, with the same weight decay; the
+    schedule then scales every group's own peak rate by the same factor per step."""
+    opt = configure_optimizer(model, weight_decay=cfg.weight_decay, lr=cfg.lr, betas=cfg.adam_betas,
+                              device_type=device.type)
+    if cfg.head_lr_mult == 1.0:
+        return opt
+    head = {id(p) for p in model.head.parameters()}
+    for group in list(opt.param_groups):
+        mine = [p for p in group["params"] if id(p) in head]
+        if mine:
+            group["params"] = [p for p in group["params"] if id(p) not in head]
+            opt.add_param_group({"params": mine, "weight_decay": group["weight_decay"], "lr": cfg.lr * cfg.head_lr_mult})
+    opt.param_groups[:] = [g for g in opt.param_groups if g["params"]]
+    return opt
 
 
 def fit(cfg: TrainConfig, store: ResultsStore | str | None = None, *, rerun: bool = False) -> dict:

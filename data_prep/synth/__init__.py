@@ -14,10 +14,10 @@ reads them).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..config import SynthConfig
+from ..sources import source_digest
 from ..tasks import task_spec
 from .hateful_memes import synth_hateful_memes
 from .latent import WORLD_FILE, write_world
@@ -39,11 +39,12 @@ def synthesize(dataset: str, out: str | Path, cfg: SynthConfig = SynthConfig(), 
 
 
 def code_digest() -> str:
-    """A digest of the generators' source: a twin folder made by other code is not reused."""
-    h = hashlib.sha256()
-    for p in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:8]
+    """A digest of the generators' source: a twin folder made by other code is not reused.
+
+    Every ``synth/*.py`` file and every ``data_prep`` module they import
+    (:func:`data_prep.sources.import_closure`: the twins' sizes and MM-IMDb's genre list in
+    ``config.py``, each dataset's modalities in ``tasks.py``)."""
+    return source_digest(sorted(Path(__file__).parent.glob("*.py")), n=8)
 
 
 __all__ = ["WORLD_FILE", "write_world", "code_digest", "synthesize", "synth_hateful_memes", "synth_mmimdb", "synth_multibench"]
