@@ -271,13 +271,16 @@ def run_configs(
                 same_tokenizer(model, folders[b])
         per_seed[int(s)] = {"model": folders[b], "backbone": backbone_label(b)}
     noise = {} if {"noise_mode", "amplitude"} & set(overrides) else noise_settings(dataset, scale)
+    random_init = model == "tiny"  # its own learning rate, and one rate for every parameter
+    if lr is None:
+        lr = prof.random_init_lr.get(dataset, prof.lr[dataset]) if random_init else prof.lr[dataset]
     base = TrainConfig(
         dataset=dataset,
         data_dir=str(data_dir),
         model=model,
         **noise,
-        lr=(prof.random_init_lr.get(dataset, prof.lr[dataset]) if model == "tiny" else prof.lr[dataset]) if lr is None else lr,
-        head_lr_mult=1.0 if model == "tiny" else float(prof.head_lr_mult.get(dataset, 1.0)),
+        lr=lr,
+        head_lr_mult=1.0 if random_init else float(prof.head_lr_mult.get(dataset, 1.0)),
         batch_size=prof.batch_size[dataset],
         epochs=prof.epochs[dataset] if epochs is None else epochs,
         patience=prof.patience,
