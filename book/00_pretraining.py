@@ -73,7 +73,7 @@ from typing import Optional  # papermill reads Optional[...] annotations (not "X
 scale: str = "default"  # "smoke" | "default": which pretraining configuration (wma_core.pretrain.SCALES)
 seeds: Optional[list] = None  # fine-tuning seeds of the pretrained-vs-random comparison (None: two per backbone, wma_study.pretrain_study.transfer_seeds)
 datasets: tuple = ("hateful_memes", "mmimdb", "ur_funny", "mosei")  # datasets of the D0 and fine-tuning tables
-gap_datasets: tuple = ("hateful_memes", "mmimdb")  # image+text twins on which matched and mismatched pairs are compared
+gap_datasets: tuple = ("hateful_memes", "mmimdb")  # image+text twins of the matched-vs-mismatched comparison and of the frozen-feature probes
 finetune: bool = True  # run the fine-tuning comparison (records are shared with the other chapters)
 executor: str = "ray"  # "ray" | "local": how the fine-tuning runs are executed
 address: str = ""  # an existing Ray cluster to join ("": $RAY_ADDRESS, else a local instance)
@@ -206,6 +206,43 @@ display(figures.show_table(twin_ceilings(scale, datasets), caption="Ceilings on 
 d0 = S.d0_table(folder, datasets, scale)
 display(figures.show_table(d0.pivot_table(index=["dataset", "pair"], columns="weights", values=["d0", "d0_shuffled"]).reset_index(),
                            caption="D0 under pretrained and random weights, on the batch as it is and on shuffled pairs"))
+
+# %% [markdown]
+# ## What the frozen features carry
+#
+# Before any fine-tuning: how well can a linear head read each twin's own cues off the tokens as
+# they are? For every layer (0: the embeddings that enter the encoder), each modality's valid
+# tokens are averaged per sample, a logistic regression is fitted on the train split and scored
+# on dev (AUROC; on MM-IMDb over the genres that modality reveals, `wma_study.probes`). The same
+# is done for the same architecture at its random initialisation, the start the fine-tuning
+# comparison below measures against.
+#
+# A random transformer of this size passes its input through almost unchanged: its curve is
+# flat at what the embeddings already show. Where a pretrained curve falls below it in the upper
+# layers, pretraining has made that modality's own cues harder to read: its text tokens have come
+# to describe the scene the caption is about more than which words it holds, and fine-tuning has
+# to undo that before it can use them. Where it rises above, pretraining has made a cue easier to
+# read. This is a diagnostic of the starting point, not a forecast of the fine-tuned score.
+
+# %% tags=["hide-input", "remove-output"]
+from wma_study.probes import probe_table
+
+probes = probe_table(gap_datasets, scale)
+publish(figures.probe_curves(probes), "frozen_probes")
+
+# %% [markdown]
+# ```{glue:figure} frozen_probes
+# :name: fig-frozen-probes
+#
+# Dev AUROC of a linear probe on each layer's mean text and image token, frozen weights: every
+# replicated backbone (solid) against random initialisation (dotted grey). Each panel has its own
+# vertical scale.
+# ```
+
+# %%
+display(figures.show_table(probes.pivot_table(index=["dataset", "modality", "layer"], columns="weights",
+                                              values="auroc", sort=False).reset_index(),
+                           caption="Dev AUROC of linear probes on frozen features, per layer"))
 
 # %% [markdown]
 # ## Fine-tuning from the checkpoint against random initialisation

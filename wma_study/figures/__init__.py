@@ -20,7 +20,7 @@ figures; figures.X`` reaches every name of the modules below:
 - :mod:`.grids`: :func:`grid_heatmaps`, :func:`beta_curves`: the α × β grids (Fig. 2, Tables 3-6);
 - :mod:`.explorer`: :func:`explorer_panels`, :func:`slider_html`: the OT explorer and its static,
   JS-driven view;
-- :mod:`.training`: :func:`pretraining_curves`, :func:`timing_bars`.
+- :mod:`.training`: :func:`pretraining_curves`, :func:`probe_curves`, :func:`timing_bars`.
 
 Colours: baseline grey, WMA blue, minimise-OT red, WMA with the ``batch`` target purple; the
 paper is always black (markers, dashed lines).
@@ -42,7 +42,7 @@ from .comparisons import comparison_figure, method_summary, methods_figure, clai
 from .distances import trajectory_frame, d_trajectory, d_histogram, d_ratio, distance_table, d_vs_beta
 from .grids import PAPER_GRID_TABLE, our_grid, paper_grid, paper_baseline, grid_heatmaps, beta_curves
 from .explorer import explorer_panels, slider_html, image_key
-from .training import pretraining_curves, timing_bars
+from .training import pretraining_curves, probe_curves, timing_bars
 
 __all__ = [
     "COLORS", "METHOD_LABELS", "DATASET_LABELS", "METRIC_LABELS", "PAIR_COLORS", "DPI", "MARKERS", "LINESTYLES",
@@ -53,5 +53,5 @@ __all__ = [
     "method_summary", "methods_figure", "claims_figure", "trajectory_frame", "d_trajectory", "d_histogram",
     "d_ratio", "distance_table", "d_vs_beta", "PAPER_GRID_TABLE", "our_grid", "paper_grid", "paper_baseline",
     "grid_heatmaps", "beta_curves", "explorer_panels", "slider_html", "image_key", "pretraining_curves",
-    "timing_bars",
+    "timing_bars", "probe_curves",
 ]

@@ -52,3 +52,28 @@ def timing_bars(labels, ms, colors, *, unit: str, legend: str):
     ax.grid(axis="x", alpha=0.3, which="both")
     fig.tight_layout()
     return fig
+
+
+def probe_curves(probes: pd.DataFrame):
+    """Dev AUROC of linear probes on frozen features against the layer, one panel per (dataset,
+    modality), a line per weights (columns of :func:`wma_study.probes.probe_table`): backbones
+    solid, random initialisation dotted grey; each panel has its own y scale."""
+    from .style import DATASET_LABELS
+
+    panels = list(probes[["dataset", "modality"]].drop_duplicates().itertuples(index=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False, sharey=False)
+    for ax, (ds, m) in zip(axes[0], panels):
+        sub = probes[(probes.dataset == ds) & (probes.modality == m)]
+        for i, (w, g) in enumerate(sub.groupby("weights", sort=False)):
+            g = g.sort_values("layer")
+            style = {"color": "grey", "linestyle": ":", "marker": "x"} if w == "random init" else \
+                {"linestyle": "-", "marker": line_style(i)["marker"]}
+            ax.plot(g["layer"], g["auroc"], label=w, **style)
+        ax.set_title(f"{DATASET_LABELS.get(ds, ds)}: {m} tokens")
+        ax.set_xlabel("layer (0: embeddings)")
+        ax.set_xticks(sorted(sub["layer"].unique()))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("dev AUROC of a linear probe")
+    axes[0][-1].legend(fontsize=9, frameon=False)
+    fig.tight_layout()
+    return fig
