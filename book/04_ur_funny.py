@@ -72,6 +72,7 @@ device: Optional[str] = None  # "cpu" | "cuda" | "auto" (None: the profile's)
 lr: Optional[float] = None  # peak learning rate (None: the profile's)
 epochs: Optional[int] = None  # maximum epochs (None: the profile's)
 max_train_samples: Optional[int] = None  # train on the first N training samples only (None: all, the profile's)
+readout: Optional[str] = None  # what the task head reads: "pooler" (ViLT's, token 0) or "mean" (every real output token) (None: the profile's, "pooler")
 executor: str = "ray"  # "ray" | "local": how the training runs are executed
 address: Optional[str] = None  # an existing Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 
@@ -113,7 +114,8 @@ display(Markdown(report.PRIMARY_ENDPOINTS_TEXT))
 
 # %%
 configs = plan.dataset_runs(DATASET, scale, data_root, model=model, alpha=alpha, beta=beta, l2sp=l2sp,  # baseline, WMA, min-OT, L2-SP
-                             seeds=seeds, lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples)
+                             seeds=seeds, lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples,
+                             readout=readout)
 records = run_trials(configs, results_dir(), executor=executor, address=address, progress=False)
 runs = report.records_frame(records, results_dir())
 display(figures.show_table(figures.runs_table(records), caption="Training runs of this chapter"))

@@ -235,7 +235,8 @@ def test_run_configs_fine_tune_each_seed_from_its_backbone(tmp_path, monkeypatch
     smoke = profiles.PROFILES["smoke"]
     # a learning rate per initialisation, and a faster head for pretrained weights only
     smoke = replace(smoke, backbones=(0, 1), seeds=(0, 1, 2, 3), lr={**smoke.lr, "hateful_memes": 3e-4},
-                    random_init_lr={"hateful_memes": 2e-3}, head_lr_mult={"hateful_memes": 10.0})
+                    random_init_lr={"hateful_memes": 2e-3}, head_lr_mult={"hateful_memes": 10.0},
+                    readout={"hateful_memes": "mean"})
     monkeypatch.setitem(profiles.PROFILES, "smoke", smoke)
     data_dir = E.prepare_data("hateful_memes", "smoke")
     cfgs = E.run_configs("hateful_memes", data_dir, "smoke")
@@ -244,6 +245,10 @@ def test_run_configs_fine_tune_each_seed_from_its_backbone(tmp_path, monkeypatch
     assert f0 != f1 and [c.model for c in cfgs] == [f0, f0, f1, f1]
     assert json.loads(open(f"{f1}/pretrain.json").read())["config"]["seed"] == 1
     assert {(c.lr, c.head_lr_mult) for c in cfgs} == {(3e-4, 10.0)}
+    # the profile's read-out per dataset, a chapter's parameter over it, ViLT's pooler elsewhere
+    assert {c.readout for c in cfgs} == {"mean"}
+    assert {c.readout for c in E.run_configs("hateful_memes", data_dir, "smoke", readout="pooler")} == {"pooler"}
+    assert E.run_configs("mmimdb", E.prepare_data("mmimdb", "smoke"), "smoke", seeds=(0,))[0].readout == "pooler"
     # random initialisation is not replicated, and has its own learning rate and one rate for all
     tiny = E.run_configs("hateful_memes", data_dir, "smoke", model="tiny")
     assert {c.backbone for c in tiny} == {""} and {(c.lr, c.head_lr_mult) for c in tiny} == {(2e-3, 1.0)}

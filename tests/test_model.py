@@ -498,6 +498,48 @@ def test_classifier_shapes(model, feature_model, n_out):
 
 
 @torch.no_grad()
+def test_mean_readout_matches_vilt_model_real_tokens(model):
+    """``readout="mean"``: the head reads the mean of ViltModel's own output over the tokens its
+    own embedding marks as real (text without padding, image CLS, valid patches)."""
+    clf = WMAClassifier(model, 3, readout="mean").eval()
+    batch = make_batch(6)
+    masks = []
+    hook = model.vilt.embeddings.register_forward_hook(lambda mod, args, out: masks.append(out[1]))
+    try:
+        ref = model.vilt(**batch)
+    finally:
+        hook.remove()
+    (ref_mask,) = masks
+    assert ref_mask.shape == ref.last_hidden_state.shape[:2]
+    ref_mean = torch.stack([ref.last_hidden_state[b][ref_mask[b].bool()].mean(0) for b in range(3)])
+    logits, out = clf(dict(batch, ids=torch.tensor([0, 1, 2])))
+    torch.testing.assert_close(logits, clf.head(ref_mean), atol=1e-4, rtol=0)
+    # and not the pooler's read-out of the same tokens
+    assert not torch.allclose(logits, clf.head(out.pooler_output), atol=1e-3)
+
+
+@torch.no_grad()
+def test_mean_readout_ignores_padding(model):
+    """Padded text ids and pixels outside the pixel mask move no logit; a real word does."""
+    clf = WMAClassifier(model, 1, readout="mean").eval()
+    batch = dict(make_batch(7), ids=torch.tensor([0, 1, 2]))
+    logits, _ = clf(batch)
+    padded = dict(batch, input_ids=batch["input_ids"].clone(), pixel_values=batch["pixel_values"].clone())
+    pad_text = batch["attention_mask"] == 0
+    padded["input_ids"][pad_text] = 5
+    padded["pixel_values"][~batch["pixel_mask"].bool().unsqueeze(1).expand_as(batch["pixel_values"])] = 9.0
+    torch.testing.assert_close(clf(padded)[0], logits, atol=1e-5, rtol=0)
+    word = dict(batch, input_ids=batch["input_ids"].clone())
+    word["input_ids"][0, 2] = (int(batch["input_ids"][0, 2]) + 1) % SMALL["vocab_size"]
+    assert not torch.allclose(clf(word)[0][0], logits[0], atol=1e-5)
+
+
+def test_unknown_readout_is_refused(model):
+    with pytest.raises(ValueError, match="readout"):
+        WMAClassifier(model, 1, readout="cls")
+
+
+@torch.no_grad()
 def test_head_runs_in_float32_under_bf16_autocast(model):
     # bf16 logits would tie samples that differ by less than 2^-8 relative, and ties move AUROC
     clf = WMAClassifier(model, 1).eval()

@@ -177,6 +177,18 @@ def test_evaluate_reports_the_task_loss(hm_dir):
     assert res["loss"] == pytest.approx(log_loss(res["labels"].reshape(-1), p, labels=[0, 1]), rel=1e-5)
 
 
+def test_readout_reaches_the_model_and_the_key(hm_dir):
+    from data_prep.dataset import read_manifest, task_info
+
+    task = task_info(read_manifest(hm_dir))
+    assert T.build_model(task, _cfg(hm_dir)).readout == "pooler"  # ViLT's, the default
+    assert T.build_model(task, _cfg(hm_dir, readout="mean")).readout == "mean"
+    key = lambda r: config_key(R.run_config(_cfg(hm_dir, readout=r)))  # noqa: E731
+    assert key("pooler") != key("mean")
+    with pytest.raises(ValueError, match="readout"):
+        T.TrainConfig(readout="cls")
+
+
 def test_eval_amp_resolution(hm_dir, monkeypatch):
     assert T.TrainConfig(amp="bf16").eval_autocast == "bf16"  # "same": as training
     assert T.TrainConfig(amp=None, eval_amp="bf16").eval_autocast == "bf16"

@@ -253,16 +253,39 @@ class TaskHead(nn.Sequential):
                 nn.init.zeros_(mod.bias)
 
 
+#: What the task head reads (:class:`WMAClassifier`).
+READOUTS = ("pooler", "mean")
+
+
+def mean_tokens(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the real tokens of each sample, ``[B, h]``.
+
+    ``hidden``: ``[B, L, h]``; ``mask``: ``[B, L]``, nonzero on real tokens (every modality's
+    CLS rows and tokens, padding off). ``out[b] = sum_l mask[b, l] hidden[b, l] / sum_l mask[b, l]``;
+    a sample without any real token (which the wrapper never builds) gives zeros, not NaN.
+    """
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 class WMAClassifier(nn.Module):
     """Backbone + task head. ``forward(batch, perturbation)`` -> ``(logits [B, n_out], WMAOutput)``.
 
     The head's output is a logit for binary (``n_out=1``) and multi-label tasks and the
-    prediction itself for regression.
+    prediction itself for regression. ``readout`` says what the head reads:
+
+    - ``"pooler"``: ViLT's pooler, ``tanh(W h_0 + b)`` on the first token (what ViLT's own task
+      heads read); in a pretrained backbone this is the row that pretraining's ITM head read;
+    - ``"mean"``: :func:`mean_tokens` of the final hidden states, every modality's real tokens
+      with equal weight (the pooler is then unused).
     """
 
-    def __init__(self, backbone: WMAVilt, n_out: int):
+    def __init__(self, backbone: WMAVilt, n_out: int, readout: str = "pooler"):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         self.backbone = backbone
+        self.readout = readout
         self.head = TaskHead(backbone.config.hidden_size, n_out, backbone.config.initializer_range)
 
     @property
@@ -280,7 +303,7 @@ class WMAClassifier(nn.Module):
             perturbation=perturbation,
             sample_ids=batch.get("ids"),
         )
-        pooled = out.pooler_output
+        pooled = out.pooler_output if self.readout == "pooler" else mean_tokens(out.last_hidden_state, out.attention_mask)
         # the head in float32 under any autocast: bf16 logits (8 bits of mantissa) would tie
         # samples whose scores differ by less than 0.4 %, and ties move AUROC and F1
         with torch.autocast(pooled.device.type, enabled=False):

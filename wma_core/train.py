@@ -39,7 +39,7 @@ from .device import autocast, environment, resolve_device, seed_everything, to_d
 from .evaluate import evaluate, mean_valid
 from .losses import D_MAX, L2SP, WMAConfig, WMARegulariser, modality_pairs, pair_distances, target_feasible, task_loss
 from .metrics import headline_metric, is_better, prediction_summary
-from .model import WMAClassifier, load_vilt
+from .model import READOUTS, WMAClassifier, load_vilt
 from .optim import configure_optimizer, warmup_schedule
 from .record import NO_COUNTS, perturbation_digest, run_config, timings
 from .store import ResultsStore, config_key, touch_heartbeat
@@ -88,6 +88,8 @@ class TrainConfig:
         backbone: which replicated backbone ``model`` is (``"b0"``, ``"b1"``...: one
             independent pretraining of the miniature, the unit of replication above the seed);
             ``""`` where the model is not replicated (random init, a hub checkpoint).
+        readout: what the task head reads (:class:`wma_core.model.WMAClassifier`): ``"pooler"``
+            (ViLT's pooler on the first token) or ``"mean"`` (the mean of every real output token).
         l2sp: the L2-SP strength λ (:class:`wma_core.losses.L2SP`, a penalty towards the
             starting weights; 0: none). A third method beside the baseline and WMA; it cannot
             be combined with WMA (``alpha > 0``).
@@ -122,6 +124,7 @@ class TrainConfig:
     feature_norm: bool = True
     backbone: str = ""
     l2sp: float = 0.0
+    readout: str = "pooler"
     # not part of the key
     device: str = "auto"
     num_workers: int = 0
@@ -142,6 +145,8 @@ class TrainConfig:
     def __post_init__(self):
         if not self.head_lr_mult > 0:
             raise ValueError(f"head_lr_mult must be > 0, got {self.head_lr_mult}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if not self.l2sp >= 0:
             raise ValueError(f"l2sp must be >= 0, got {self.l2sp}")
         if self.l2sp > 0 and self.alpha > 0:
@@ -172,7 +177,7 @@ def build_model(task, cfg: TrainConfig, feature_len: int = 50) -> WMAClassifier:
     backbone = load_vilt(cfg.model, **kw)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
-        return WMAClassifier(backbone, task.n_out)
+        return WMAClassifier(backbone, task.n_out, readout=cfg.readout)
 
 
 def prior_logit(labels: np.ndarray, eps: float = 1e-3) -> torch.Tensor:

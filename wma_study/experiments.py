@@ -243,11 +243,12 @@ def run_configs(
     epochs: int | None = None,
     device: str | None = None,
     max_train_samples: int | None = None,
+    readout: str | None = None,
     **overrides,
 ) -> list[TrainConfig]:
     """One :class:`TrainConfig` per (α, β, seed); α = 0 gives one baseline per seed whatever β.
 
-    ``lr``, ``epochs``, ``device``, ``max_train_samples``: ``None`` keeps the profile's."""
+    ``lr``, ``epochs``, ``device``, ``max_train_samples``, ``readout``: ``None`` keeps the profile's."""
     from data_prep.checkpoints import local_folder
 
     prof = get_profile(scale)
@@ -290,6 +291,7 @@ def run_configs(
         max_train_samples=prof.max_train_samples if max_train_samples is None else int(max_train_samples),
         target=target,
         head_bias=prof.head_bias,
+        readout=prof.readout.get(dataset, "pooler") if readout is None else str(readout),
         progress=False,
         preregistration=preregistration_digest(),
     )

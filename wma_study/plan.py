@@ -25,8 +25,8 @@ from .experiments import (DATASETS, PAPER_SELECTED, chapter_alpha, chapter_selec
                           prepare_data, results_dir, run_configs)
 
 
-def _common(seeds=None, lr=None, epochs=None, device=None, max_train_samples=None) -> dict:
-    return dict(seeds=seeds, lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples)
+def _common(seeds=None, lr=None, epochs=None, device=None, max_train_samples=None, readout=None) -> dict:
+    return dict(seeds=seeds, lr=lr, epochs=epochs, device=device, max_train_samples=max_train_samples, readout=readout)
 
 
 def dataset_runs(dataset: str, scale: str = "default", data_root: str | None = None, *, model: str | None = None,

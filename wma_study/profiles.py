@@ -41,6 +41,8 @@ class Profile:
         head_lr_mult: per dataset, the task head's learning rate as a multiple of ``lr``
             (:attr:`wma_core.train.TrainConfig.head_lr_mult`) when fine-tuning pretrained
             weights; random initialisation (``model="tiny"``) always has one rate. Missing: 1.
+        readout: per dataset, what the task head reads (:attr:`wma_core.train.TrainConfig.readout`):
+            ``"pooler"`` (ViLT's, token 0) or ``"mean"`` (every real output token). Missing: ``"pooler"``.
         seeds: training seeds.
         backbones: the replicated backbones of the pretrained miniature
             (:func:`wma_core.pretrain.replicate`: each its own corpus draw and pretraining seeds),
@@ -85,6 +87,7 @@ class Profile:
     lr: dict = field(default_factory=dict)
     random_init_lr: dict = field(default_factory=dict)
     head_lr_mult: dict = field(default_factory=dict)
+    readout: dict = field(default_factory=dict)
     seeds: tuple = (0,)
     amp: str | None = None
     eval_amp: str | None = "same"
